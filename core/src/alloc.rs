@@ -1,0 +1,1585 @@
+//! The allocator: fast paths, slow paths, spans, remote frees, Large.
+//!
+//! # The free path
+//!
+//! A free starts from the pointer alone. Masking off the low bits gives the
+//! segment; the page index gives the descriptor (one load for the owner, one
+//! for `info`: class, kind, distance to the span head). Then:
+//!
+//! - **local** — the descriptor's owner is the caller's heap. A Tiny block of
+//!   the bin's current page goes on the bin's free list; of another page, on
+//!   the magazine if the class has one, else back to its page (owner-only
+//!   fields, no atomics). A Mid block goes on the ring, else the LIFO, else a
+//!   share of the LIFO is flushed back to its pages.
+//! - **remote** — the owner is another heap (alive or abandoned): one CAS
+//!   pushes the block on that heap's transfer list for the class, and the first
+//!   push onto an empty list raises the class's bit in the heap's mask. The
+//!   owner drains the lists on its allocation slow path, a budget at a time,
+//!   putting each block back on its page.
+//! - **Large** — no owner and kind Large: the region goes to the Large cache
+//!   or back to the source.
+//! - anything else (a free page, a header, not our segment) is a [`Fault`].
+//!
+//! # The allocation path
+//!
+//! The size rounded up to the alignment picks a class by table. A Tiny
+//! allocation pops the bin's free list; a Mid one the ring, then the LIFO.
+//! When that is empty the slow path processes remote frees, then refills:
+//! the magazine, the current page's free list, fresh blocks carved from the
+//! current page, the next partial span, a cached empty span, and finally a span
+//! from the pool (which may reserve a new segment).
+
+use core::alloc::Layout;
+use core::marker::PhantomData;
+use core::ptr::{self, NonNull};
+
+use crate::block::{self, Block};
+use crate::class::{self, FIRST_MID, NUM_CLASSES, NUM_TINY, TINY_MAX};
+use crate::config::{Config, ConfigError};
+use crate::heap::{Heap, HeapOwned, LocalHeap};
+use crate::pool::{HeapPool, LargeCache, LargeEntry, Pool};
+use crate::segment::{
+    Geo, Geometry, PageDesc, PageFlags, SegmentHeader, Server, info, info_class, info_head_off,
+    info_kind, kind, seg_kind,
+};
+use crate::source::{PageSource, Purged};
+use crate::stats::Stats;
+use crate::sync::{Mutex, Ordering, const_unless_loom};
+
+/// What was wrong with a pointer given to [`Allocator::free`] or
+/// [`Allocator::realloc`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The pointer is not in memory this allocator manages.
+    NotOurs,
+    /// The pointer is in our memory but is not a block we handed out (a
+    /// header, metadata, or not the start of a Large block).
+    NotABlock,
+    /// The pointer is in a page that is free: the block was freed already
+    /// (or never allocated).
+    DoubleFree,
+}
+
+/// A bad pointer detected by the allocator, with its address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// What is wrong.
+    pub kind: FaultKind,
+    /// The pointer's address.
+    pub addr: usize,
+}
+
+impl core::fmt::Display for Fault {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let what = match self.kind {
+            FaultKind::NotOurs => "free of a pointer hakmem never returned",
+            FaultKind::NotABlock => "free of a pointer that is not the start of a hakmem block",
+            FaultKind::DoubleFree => "double free (the pointer's page is free)",
+        };
+        write!(f, "{what}: {:#x}", self.addr)
+    }
+}
+
+impl Fault {
+    fn at(kind: FaultKind, p: *mut u8) -> Fault {
+        Fault {
+            kind,
+            addr: p.addr(),
+        }
+    }
+}
+
+/// The allocator: a [`PageSource`], a [`Config`] and the shared state of
+/// every heap, for one [`Geometry`].
+///
+/// Threads (or CPUs) bring their own [`LocalHeap`], held `&mut` for each call.
+/// A program uses one `Allocator` (typically a `static`) per memory source.
+pub struct Allocator<S: PageSource, G: Geometry = Server> {
+    source: S,
+    config: Config,
+    pool: Mutex<Pool>,
+    heaps: Mutex<HeapPool>,
+    large: Mutex<LargeCache>,
+    /// The heap of threads that have none of their own (a thread that is
+    /// exiting, or an adapter's fallback when its per-CPU heap is busy).
+    shared: Mutex<LocalHeap>,
+    _geometry: PhantomData<fn() -> G>,
+}
+
+impl<S: PageSource, G: Geometry> Allocator<S, G> {
+    const_unless_loom! {
+        /// An allocator over `source`. Panics (at compile time, in a `static`)
+        /// if `config` is out of range; [`Allocator::try_new`] returns the error.
+        pub fn new(source: S, config: Config) -> Self {
+            let config = match config.validate() {
+                Ok(c) => c,
+                Err(_) => panic!("invalid hakmem Config"),
+            };
+            Self::build(source, config)
+        }
+    }
+
+    const_unless_loom! {
+        fn build(source: S, config: Config) -> Self {
+            let () = Geo::<G>::CHECK;
+            Allocator {
+                source,
+                config,
+                pool: Mutex::new(Pool::new()),
+                heaps: Mutex::new(HeapPool::new()),
+                large: Mutex::new(LargeCache::new()),
+                shared: Mutex::new(LocalHeap::new()),
+                _geometry: PhantomData,
+            }
+        }
+    }
+
+    /// An allocator over `source`, or the configuration error.
+    pub fn try_new(source: S, config: Config) -> Result<Self, ConfigError> {
+        Ok(Self::build(source, config.validate()?))
+    }
+
+    /// The page source.
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ------------------------------------------------------------------
+    // Fast paths
+    // ------------------------------------------------------------------
+
+    /// Allocate from `heap`'s bins, or return null if they cannot serve the
+    /// request (then call [`alloc_slow`](Self::alloc_slow)).
+    #[inline(always)]
+    pub fn alloc_fast(&self, heap: &mut LocalHeap, layout: Layout) -> *mut u8 {
+        let align = layout.align();
+        let s = layout.pad_to_align().size();
+        if s <= TINY_MAX && (Geo::<G>::PAGE_SIZE >= TINY_MAX || align <= Geo::<G>::PAGE_SIZE) {
+            let c = class::tiny_class(s);
+            // SAFETY: `tiny_class` returns at most NUM_TINY.
+            let bin = unsafe { heap.tiny.get_unchecked_mut(c) };
+            let b = bin.free;
+            if !b.is_null() {
+                // SAFETY: a bin holds free blocks of this allocator that only
+                // this heap's holder touches.
+                bin.free = unsafe { block::next(b) };
+                return b.cast();
+            }
+        } else if s <= Geo::<G>::MID_MAX && align <= Geo::<G>::PAGE_SIZE {
+            let c = class::mid_class(s);
+            // SAFETY: `mid_class` returns FIRST_MID .. NUM_CLASSES.
+            let bin = unsafe { heap.mid.get_unchecked_mut(c - FIRST_MID) };
+            if bin.len != 0 {
+                bin.len -= 1;
+                // SAFETY: `len < cap ≤ RING_MAX`.
+                return unsafe { *bin.ring.get_unchecked(bin.len as usize) }.cast();
+            }
+            let b = bin.lifo;
+            if !b.is_null() {
+                // SAFETY: as for the Tiny bin.
+                bin.lifo = unsafe { block::next(b) };
+                bin.lifo_len -= 1;
+                return b.cast();
+            }
+        }
+        ptr::null_mut()
+    }
+
+    /// Allocate `layout` (a zero size is served as one byte). Returns null
+    /// when memory is exhausted. Attaches `heap` if it is detached.
+    #[inline(always)]
+    pub fn alloc(&self, heap: &mut LocalHeap, layout: Layout) -> *mut u8 {
+        let p = self.alloc_fast(heap, layout);
+        if !p.is_null() {
+            return p;
+        }
+        self.alloc_slow(heap, layout)
+    }
+
+    /// Free `ptr`.
+    ///
+    /// # Safety
+    /// `ptr` was returned by this allocator and not freed since, and the
+    /// caller does not use it afterwards. Pointers that break this are
+    /// detected where it costs nearly nothing (not our memory, a free page, a
+    /// header) and reported as a [`Fault`] with nothing changed; others are
+    /// undefined behaviour.
+    #[inline(always)]
+    pub unsafe fn free(&self, heap: &mut LocalHeap, ptr: *mut u8) -> Result<(), Fault> {
+        let seg = Geo::<G>::segment_of(ptr);
+        if !self.source.owns(seg.addr()) {
+            return self.free_unowned(ptr);
+        }
+        let d = Geo::<G>::desc_of(ptr);
+        // SAFETY: `seg` is a live region of ours, so its descriptors are
+        // readable. Relaxed: see `PageDesc::owner`.
+        let (owner, inf) = unsafe {
+            (
+                (*d).owner.load(Ordering::Relaxed),
+                (*d).info.load(Ordering::Relaxed),
+            )
+        };
+        if owner != heap.id {
+            // SAFETY: forwarded from the caller.
+            return unsafe { self.free_remote(owner, inf, ptr) };
+        }
+        let c = info_class(inf);
+        let b = ptr.cast::<Block>();
+        if class::is_tiny(c) {
+            let head = Self::head(d, inf);
+            // SAFETY: `c ≤ NUM_TINY`.
+            let bin = unsafe { heap.tiny.get_unchecked_mut(c) };
+            if head == bin.page {
+                // SAFETY: the caller gives the block up; it is ours to link.
+                unsafe { block::set_next(b, bin.free) };
+                bin.free = b;
+                return Ok(());
+            }
+            if bin.mag_len < bin.mag_cap {
+                // SAFETY: as above.
+                unsafe { block::set_next(b, bin.mag) };
+                bin.mag = b;
+                bin.mag_len += 1;
+                return Ok(());
+            }
+        } else {
+            // SAFETY: an owned span's class is a valid class; above Tiny it is Mid.
+            let bin = unsafe { heap.mid.get_unchecked_mut(c - FIRST_MID) };
+            if bin.len < bin.cap {
+                // SAFETY: `len < cap ≤ RING_MAX`.
+                unsafe { *bin.ring.get_unchecked_mut(bin.len as usize) = b };
+                bin.len += 1;
+                return Ok(());
+            }
+            if bin.lifo_len < bin.lifo_cap {
+                // SAFETY: as for Tiny.
+                unsafe { block::set_next(b, bin.lifo) };
+                bin.lifo = b;
+                bin.lifo_len += 1;
+                return Ok(());
+            }
+        }
+        // SAFETY: the block is a live block of a span `heap` owns.
+        unsafe { self.free_local_slow(heap, d, inf, b) };
+        Ok(())
+    }
+
+    /// Head descriptor of the span `d` belongs to.
+    #[inline(always)]
+    fn head(d: *mut PageDesc, inf: u32) -> *mut PageDesc {
+        if Geo::<G>::TINY_SINGLE_PAGE && class::is_tiny(info_class(inf)) {
+            d
+        } else {
+            d.wrapping_sub(info_head_off(inf))
+        }
+    }
+
+    /// Free `ptr` from a thread without a heap of its own (every free is then
+    /// remote or Large). Same contract as [`free`](Self::free).
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    pub unsafe fn free_detached(&self, ptr: *mut u8) -> Result<(), Fault> {
+        let seg = Geo::<G>::segment_of(ptr);
+        if !self.source.owns(seg.addr()) {
+            return self.free_unowned(ptr);
+        }
+        let d = Geo::<G>::desc_of(ptr);
+        // SAFETY: as in `free`.
+        let (owner, inf) = unsafe {
+            (
+                (*d).owner.load(Ordering::Relaxed),
+                (*d).info.load(Ordering::Relaxed),
+            )
+        };
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_remote(owner, inf, ptr) }
+    }
+
+    // ------------------------------------------------------------------
+    // Free slow paths
+    // ------------------------------------------------------------------
+
+    /// A free whose page is not owned by the caller's heap.
+    ///
+    /// # Safety
+    /// `owner`/`inf` were read from the descriptor of `ptr`, a pointer in one
+    /// of our live segments, which the caller gives up.
+    #[inline(never)]
+    unsafe fn free_remote(&self, owner: *mut Heap, inf: u32, ptr: *mut u8) -> Result<(), Fault> {
+        if !owner.is_null() {
+            // SAFETY: heaps are never freed; the block is live in a span of
+            // `owner`'s, so the owner cannot change under us.
+            unsafe { (*owner).push_remote(info_class(inf), ptr.cast()) };
+            return Ok(());
+        }
+        match info_kind(inf) {
+            // SAFETY: forwarded.
+            kind::LARGE => unsafe { self.free_large(ptr) },
+            kind::FREE | kind::CACHED => Err(Fault::at(FaultKind::DoubleFree, ptr)),
+            _ => Err(Fault::at(FaultKind::NotABlock, ptr)),
+        }
+    }
+
+    /// A pointer whose segment base is not a region of ours: a Large block
+    /// aligned to a segment or more, or a foreign pointer.
+    #[cold]
+    fn free_unowned(&self, ptr: *mut u8) -> Result<(), Fault> {
+        match self.find_huge_aligned(ptr) {
+            // SAFETY: `find_huge_aligned` checked that `seg` is a live Large
+            // header whose block starts at `ptr`.
+            Some(seg) => unsafe { self.release_large(seg) },
+            None => Err(Fault::at(FaultKind::NotOurs, ptr)),
+        }
+    }
+
+    /// The Large header of a block at `ptr` aligned to more than a segment.
+    /// Such a region starts `align` bytes before its block, and `align` is a
+    /// power of two no smaller than a segment, so a few probes find it.
+    fn find_huge_aligned(&self, ptr: *mut u8) -> Option<*mut SegmentHeader> {
+        if ptr.addr() & Geo::<G>::SEGMENT_MASK != 0 || ptr.is_null() {
+            return None;
+        }
+        let mut back = Geo::<G>::SEGMENT_SIZE;
+        while back != 0 && back <= ptr.addr() {
+            let seg = ptr.wrapping_sub(back).cast::<SegmentHeader>();
+            if self.source.owns(seg.addr()) {
+                // SAFETY: a live region of ours starts at `seg`; every region
+                // starts with a header.
+                let hit = unsafe {
+                    Geo::<G>::is_live(seg, seg_kind::LARGE) && (*seg).block_offset.get() == back
+                };
+                if hit {
+                    return Some(seg);
+                }
+            }
+            back <<= 1;
+        }
+        None
+    }
+
+    /// A local free that the bins could not absorb.
+    ///
+    /// # Safety
+    /// `b` is a live block of the span of `d`, owned by `heap`'s heap.
+    #[inline(never)]
+    unsafe fn free_local_slow(
+        &self,
+        heap: &mut LocalHeap,
+        d: *mut PageDesc,
+        inf: u32,
+        b: *mut Block,
+    ) {
+        let c = info_class(inf);
+        let h = heap.id;
+        // SAFETY: `heap` holds `h`, so its owned state is ours.
+        unsafe {
+            (*h).owned.with_mut(|o| {
+                if class::is_tiny(c) {
+                    let bin = &mut heap.tiny[c];
+                    if bin.mag_cap != 0 {
+                        // Magazine full: return its older half to the pages.
+                        let keep = bin.mag_cap / 2;
+                        let mut cur = bin.mag;
+                        for _ in 1..keep {
+                            cur = block::next(cur);
+                        }
+                        let rest = block::next(cur);
+                        block::set_next(cur, ptr::null_mut());
+                        bin.mag_len = keep;
+                        self.return_list(o, rest);
+                        block::set_next(b, bin.mag);
+                        bin.mag = b;
+                        bin.mag_len += 1;
+                        return;
+                    }
+                    self.return_block(o, Self::head(d, inf), b);
+                } else {
+                    let bin = &mut heap.mid[c - FIRST_MID];
+                    if bin.lifo_cap == 0 {
+                        self.return_block(o, Self::head(d, inf), b);
+                        return;
+                    }
+                    // Ring and LIFO full: flush a share of the LIFO.
+                    let n = (bin.lifo_len / self.config.ring_return_div as u32).max(1);
+                    for _ in 0..n {
+                        let x = bin.lifo;
+                        bin.lifo = block::next(x);
+                        bin.lifo_len -= 1;
+                        self.return_block(o, Self::head_of(x), x);
+                    }
+                    block::set_next(b, bin.lifo);
+                    bin.lifo = b;
+                    bin.lifo_len += 1;
+                }
+            })
+        }
+    }
+
+    /// Head descriptor of the span of block `b` (any class).
+    ///
+    /// # Safety
+    /// `b` is a block in a live span.
+    #[inline]
+    unsafe fn head_of(b: *mut Block) -> *mut PageDesc {
+        let d = Geo::<G>::desc_of(b);
+        // SAFETY: the span is live, its descriptors readable.
+        let inf = unsafe { (*d).info.load(Ordering::Relaxed) };
+        Self::head(d, inf)
+    }
+
+    // ------------------------------------------------------------------
+    // Span bookkeeping (owner only)
+    // ------------------------------------------------------------------
+
+    /// Put block `b` back on its span `d` and settle the span's lists.
+    ///
+    /// # Safety
+    /// `o` is the owned state of the heap that owns `d`, held by the caller,
+    /// and `b` is a block of `d` that is in use.
+    unsafe fn return_block(&self, o: &mut HeapOwned, d: *mut PageDesc, b: *mut Block) {
+        // SAFETY: the owner's fields, and the caller's block.
+        unsafe {
+            block::set_next(b, (*d).free.get());
+            (*d).free.set(b);
+            let fc = (*d).free_count.get() + 1;
+            (*d).free_count.set(fc);
+            let flags = (*d).flags.get();
+            if flags.contains(PageFlags::CURRENT) {
+                return;
+            }
+            if fc == (*d).bump.get() {
+                if flags.contains(PageFlags::PARTIAL) {
+                    Self::unlink_partial(o, d);
+                }
+                self.retire(o, d);
+            } else if !flags.contains(PageFlags::PARTIAL) {
+                Self::link_partial(o, d);
+            }
+        }
+    }
+
+    /// Return every block of the list starting at `b` to its span.
+    ///
+    /// # Safety
+    /// As for `return_block`, for every block of the list.
+    unsafe fn return_list(&self, o: &mut HeapOwned, mut b: *mut Block) {
+        while !b.is_null() {
+            // SAFETY: forwarded; the link is read before the block is reused.
+            unsafe {
+                let next = block::next(b);
+                self.return_block(o, Self::head_of(b), b);
+                b = next;
+            }
+        }
+    }
+
+    /// # Safety
+    /// `d` is an owned span head not on a list; `o` its owner's state.
+    unsafe fn link_partial(o: &mut HeapOwned, d: *mut PageDesc) {
+        // SAFETY: owner-only fields.
+        unsafe {
+            let c = (*d).class();
+            let head = o.partial[c];
+            (*d).prev.set(ptr::null_mut());
+            (*d).next.set(head);
+            if !head.is_null() {
+                (*head).prev.set(d);
+            }
+            o.partial[c] = d;
+            (*d).flags.set((*d).flags.get() | PageFlags::PARTIAL);
+        }
+    }
+
+    /// # Safety
+    /// `d` is on `o`'s partial list.
+    unsafe fn unlink_partial(o: &mut HeapOwned, d: *mut PageDesc) {
+        // SAFETY: owner-only fields.
+        unsafe {
+            let (prev, next) = ((*d).prev.get(), (*d).next.get());
+            if prev.is_null() {
+                o.partial[(*d).class()] = next;
+            } else {
+                (*prev).next.set(next);
+            }
+            if !next.is_null() {
+                (*next).prev.set(prev);
+            }
+            (*d).flags.set((*d).flags.get() - PageFlags::PARTIAL);
+        }
+    }
+
+    /// A span that stopped being current: retire it if empty, list it if it
+    /// has blocks to give, leave it off every list if full.
+    ///
+    /// # Safety
+    /// `d` is an owned span head, not on a list; `o` its owner's state.
+    unsafe fn settle(&self, o: &mut HeapOwned, d: *mut PageDesc) {
+        // SAFETY: owner-only fields.
+        unsafe {
+            (*d).flags.set((*d).flags.get() - PageFlags::CURRENT);
+            let (fc, bump) = ((*d).free_count.get(), (*d).bump.get());
+            if fc == bump {
+                self.retire(o, d);
+            } else if fc > 0 || bump < (*d).capacity.get() {
+                Self::link_partial(o, d);
+            }
+        }
+    }
+
+    /// An empty span leaves its heap: into the heap's cache, or to the pool.
+    ///
+    /// # Safety
+    /// `d` is an empty owned span head on no list; `o` its owner's state.
+    unsafe fn retire(&self, o: &mut HeapOwned, d: *mut PageDesc) {
+        o.spans -= 1;
+        // SAFETY: the span is empty, so no block of it is live and no free
+        // can read these descriptors concurrently; its fields are ours.
+        unsafe {
+            let pages = (*d).span.get() as usize;
+            Self::mark_span(d, pages, ptr::null_mut(), info(0, kind::CACHED, 0));
+            if (o.cache_len as usize) < self.config.heap_page_cache as usize {
+                (*d).next.set(o.cache);
+                o.cache = d;
+                o.cache_len += 1;
+            } else {
+                self.give_to_pool(d);
+            }
+        }
+    }
+
+    /// Set owner and info of every descriptor of a span.
+    ///
+    /// # Safety
+    /// The caller owns the span and no block of it is live.
+    unsafe fn mark_span(d: *mut PageDesc, pages: usize, owner: *mut Heap, first_info: u32) {
+        for i in 0..pages {
+            let di = d.wrapping_add(i);
+            let inf = if info_kind(first_info) == kind::SMALL {
+                first_info + ((i as u32) << 16)
+            } else {
+                first_info
+            };
+            // SAFETY: descriptors of a live segment. Relaxed: no block of the
+            // span is live, so no free reads these now; the next reader learns
+            // of a block only through synchronisation that follows this store.
+            unsafe {
+                (*di).owner.store(owner, Ordering::Relaxed);
+                (*di).info.store(inf, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Give an empty span back to the pool.
+    ///
+    /// # Safety
+    /// `d` is an empty span head taken from this pool, on no list, marked not owned.
+    unsafe fn give_to_pool(&self, d: *mut PageDesc) {
+        // SAFETY: the span is ours until the pool takes it back.
+        unsafe {
+            let pages = (*d).span.get() as usize;
+            Self::mark_span(d, pages, ptr::null_mut(), info(0, kind::FREE, 0));
+            let seg = Geo::<G>::segment_of(d);
+            let idx = Geo::<G>::desc_index(d);
+            let release = self.pool.lock().give_span::<G>(
+                seg,
+                idx,
+                pages,
+                self.config.segment_reserve as usize,
+            );
+            if let Some(seg) = release {
+                self.release_segment(seg, Geo::<G>::SEGMENT_SIZE);
+            }
+        }
+    }
+
+    /// # Safety
+    /// `seg` is a region of ours of `size` bytes that nothing references.
+    unsafe fn release_segment(&self, seg: *mut SegmentHeader, size: usize) {
+        // SAFETY: the region is ours; clearing the cookie makes a stale
+        // pointer into it fail the liveness check on sources whose memory
+        // stays mapped.
+        unsafe {
+            (*seg).cookie = 0;
+            self.source
+                .release(NonNull::new_unchecked(seg.cast()), size);
+        }
+    }
+
+    /// A span for class `c`, owned by `h`: from the heap's cache or the pool.
+    ///
+    /// # Safety
+    /// `o` is `h`'s owned state, held by the caller.
+    unsafe fn acquire_span(
+        &self,
+        h: *mut Heap,
+        o: &mut HeapOwned,
+        c: usize,
+    ) -> Option<*mut PageDesc> {
+        let pages = Geo::<G>::SPAN[c] as usize;
+        let first_ok = Geo::<G>::FIRST_PAGE_OK & (1 << c) != 0;
+        // SAFETY: cached spans are the heap's; the pool hands out spans
+        // nobody else references.
+        unsafe {
+            let d = match self.take_cached(o, pages, first_ok) {
+                Some(d) => d,
+                None => self.take_from_pool(pages, first_ok)?,
+            };
+            let seg = Geo::<G>::segment_of(d);
+            let idx = Geo::<G>::desc_index(d);
+            let (area, len) = Geo::<G>::span_area(seg, idx, pages);
+            (*d).flags.set(PageFlags::empty());
+            (*d).free.set(ptr::null_mut());
+            (*d).free_count.set(0);
+            (*d).bump.set(0);
+            (*d).capacity.set((len / class::size_of_class(c)) as u32);
+            (*d).span.set(pages as u32);
+            (*d).area.set(area);
+            (*d).next.set(ptr::null_mut());
+            (*d).prev.set(ptr::null_mut());
+            Self::mark_span(d, pages, h, info(c, kind::SMALL, 0));
+            o.spans += 1;
+            Some(d)
+        }
+    }
+
+    /// # Safety
+    /// `o` is held by the caller.
+    unsafe fn take_cached(
+        &self,
+        o: &mut HeapOwned,
+        pages: usize,
+        first_ok: bool,
+    ) -> Option<*mut PageDesc> {
+        let mut prev: *mut PageDesc = ptr::null_mut();
+        let mut d = o.cache;
+        while !d.is_null() {
+            // SAFETY: cached spans belong to the heap; their fields are ours.
+            unsafe {
+                let next = (*d).next.get();
+                let on_first =
+                    Geo::<G>::PARTIAL_FIRST && Geo::<G>::desc_index(d) == Geo::<G>::FIRST_PAGE;
+                if (*d).span.get() as usize == pages && (first_ok || !on_first) {
+                    if prev.is_null() {
+                        o.cache = next;
+                    } else {
+                        (*prev).next.set(next);
+                    }
+                    o.cache_len -= 1;
+                    return Some(d);
+                }
+                prev = d;
+                d = next;
+            }
+        }
+        None
+    }
+
+    /// Return every cached span of `o` to the pool.
+    ///
+    /// # Safety
+    /// `o` is held by the caller.
+    unsafe fn flush_cache(&self, o: &mut HeapOwned) {
+        while !o.cache.is_null() {
+            let d = o.cache;
+            // SAFETY: cached spans are the heap's, empty and off every list.
+            unsafe {
+                o.cache = (*d).next.get();
+                self.give_to_pool(d);
+            }
+        }
+        o.cache_len = 0;
+    }
+
+    /// A run of `pages` pages from the pool, reserving a segment if needed.
+    fn take_from_pool(&self, pages: usize, first_ok: bool) -> Option<*mut PageDesc> {
+        loop {
+            if let Some((seg, idx)) = self.pool.lock().take_span::<G>(pages, first_ok) {
+                return Some(Geo::<G>::desc_at(seg, idx));
+            }
+            // Reserve outside the lock: a system call must not stall others.
+            let seg = self.new_segment(seg_kind::SMALL, kind::FREE)?;
+            // SAFETY: a fresh segment, now handed to the pool.
+            unsafe { self.pool.lock().add_segment::<G>(seg) };
+        }
+    }
+
+    /// Reserve and initialise a segment.
+    fn new_segment(&self, seg_kind: u32, page_kind: u32) -> Option<*mut SegmentHeader> {
+        let size = Geo::<G>::SEGMENT_SIZE;
+        let r = self.source.reserve(size, size)?;
+        let seg = r.base.as_ptr().cast::<SegmentHeader>();
+        // SAFETY: the source just gave us this segment-aligned region.
+        unsafe { Geo::<G>::init_header(seg, seg_kind, size, page_kind) };
+        Some(seg)
+    }
+
+    // ------------------------------------------------------------------
+    // Allocation slow paths
+    // ------------------------------------------------------------------
+
+    /// The class serving `size` at `align` in this geometry, if any.
+    #[inline]
+    fn class_for(size: usize, align: usize) -> Option<usize> {
+        let s = class::round_up(size, align)?;
+        let c =
+            if s <= TINY_MAX && (Geo::<G>::PAGE_SIZE >= TINY_MAX || align <= Geo::<G>::PAGE_SIZE) {
+                class::tiny_class(s)
+            } else if s <= Geo::<G>::MID_MAX && align <= Geo::<G>::PAGE_SIZE {
+                class::mid_class(s)
+            } else {
+                return None;
+            };
+        (Geo::<G>::SPAN[c] != 0).then_some(c)
+    }
+
+    /// Everything [`alloc_fast`](Self::alloc_fast) leaves: refills, Large,
+    /// zero sizes, and attaching a detached heap.
+    #[cold]
+    #[inline(never)]
+    pub fn alloc_slow(&self, heap: &mut LocalHeap, layout: Layout) -> *mut u8 {
+        let size = layout.size().max(1);
+        match Self::class_for(size, layout.align()) {
+            Some(c) => {
+                if !heap.is_attached() && !self.attach(heap) {
+                    return ptr::null_mut();
+                }
+                let h = heap.id;
+                // SAFETY: `heap` holds `h`.
+                unsafe { (*h).owned.with_mut(|o| self.alloc_small(heap, h, o, c)) }
+            }
+            None => self.alloc_large(size, layout.align(), false),
+        }
+    }
+
+    /// # Safety
+    /// `heap` is attached to `h`, and `o` is `h`'s owned state.
+    unsafe fn alloc_small(
+        &self,
+        heap: &mut LocalHeap,
+        h: *mut Heap,
+        o: &mut HeapOwned,
+        c: usize,
+    ) -> *mut u8 {
+        // SAFETY: forwarded.
+        unsafe {
+            self.drain_remote(h, o, self.config.drain_budget as usize);
+            if class::is_tiny(c) {
+                self.refill_tiny(heap, h, o, c)
+            } else {
+                self.refill_mid(heap, h, o, c)
+            }
+        }
+    }
+
+    /// Process remote frees, at most `budget` blocks: first those left pending
+    /// by an earlier drain, then the flagged transfer lists.
+    ///
+    /// # Safety
+    /// `o` is `h`'s owned state, held by the caller.
+    unsafe fn drain_remote(&self, h: *mut Heap, o: &mut HeapOwned, budget: usize) {
+        let mut left = budget;
+        // SAFETY: heaps are never freed; the lists' blocks are live blocks of
+        // `h`'s spans given up by their freeing threads.
+        unsafe {
+            let mut pending = o.pending_mask;
+            while pending != 0 {
+                let c = pending.trailing_zeros() as usize;
+                pending &= pending - 1;
+                let list = o.pending[c];
+                o.pending[c] = self.return_some(o, list, &mut left);
+                if o.pending[c].is_null() {
+                    o.pending_mask &= !(1 << c);
+                }
+                if left == 0 {
+                    return;
+                }
+            }
+            let mut mask = (*h).take_remote_mask();
+            while mask != 0 {
+                if left == 0 {
+                    // Out of budget: flag the lists not taken for next time.
+                    (*h).remote_mask.fetch_or(mask, Ordering::Relaxed);
+                    return;
+                }
+                let c = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                let list = (*h).take_remote(c);
+                let rest = self.return_some(o, list, &mut left);
+                if !rest.is_null() {
+                    o.pending[c] = rest;
+                    o.pending_mask |= 1 << c;
+                }
+            }
+        }
+    }
+
+    /// Return up to `*left` blocks of `list` to their spans; the rest of the list.
+    ///
+    /// # Safety
+    /// As for `return_list`.
+    unsafe fn return_some(
+        &self,
+        o: &mut HeapOwned,
+        mut list: *mut Block,
+        left: &mut usize,
+    ) -> *mut Block {
+        while !list.is_null() && *left > 0 {
+            // SAFETY: forwarded.
+            unsafe {
+                let next = block::next(list);
+                self.return_block(o, Self::head_of(list), list);
+                list = next;
+            }
+            *left -= 1;
+        }
+        list
+    }
+
+    /// Refill a Tiny bin and pop one block, or null when out of memory.
+    ///
+    /// # Safety
+    /// `heap` is attached to `h`; `o` is `h`'s owned state.
+    unsafe fn refill_tiny(
+        &self,
+        heap: &mut LocalHeap,
+        h: *mut Heap,
+        o: &mut HeapOwned,
+        c: usize,
+    ) -> *mut u8 {
+        let bin = &mut heap.tiny[c];
+        // SAFETY: owner-only state of spans `h` owns.
+        unsafe {
+            if bin.free.is_null() && !bin.mag.is_null() {
+                bin.free = bin.mag;
+                bin.mag = ptr::null_mut();
+                bin.mag_len = 0;
+            }
+            while bin.free.is_null() {
+                let d = bin.page;
+                if !d.is_null() {
+                    bin.free = self.take_blocks(d);
+                    if !bin.free.is_null() {
+                        break;
+                    }
+                    // Full: the page stops being current and leaves every list.
+                    self.settle(o, d);
+                    bin.page = ptr::null_mut();
+                }
+                let Some(d) = self.next_span(h, o, c) else {
+                    return ptr::null_mut();
+                };
+                (*d).flags.set((*d).flags.get() | PageFlags::CURRENT);
+                bin.page = d;
+            }
+            let b = bin.free;
+            bin.free = block::next(b);
+            b.cast()
+        }
+    }
+
+    /// All of span `d`'s free list, or else a batch of fresh blocks; null if
+    /// the span has nothing left.
+    ///
+    /// # Safety
+    /// `d` is an owned span head; its fields are the caller's.
+    unsafe fn take_blocks(&self, d: *mut PageDesc) -> *mut Block {
+        // SAFETY: owner-only fields of a live span.
+        unsafe {
+            let f = (*d).free.get();
+            if !f.is_null() {
+                (*d).free.set(ptr::null_mut());
+                (*d).free_count.set(0);
+                return f;
+            }
+            let bs = class::size_of_class((*d).class());
+            self.carve(d, (4096 / bs).max(8))
+        }
+    }
+
+    /// Carve up to `n` never-used blocks from `d`'s area, linked in order.
+    ///
+    /// # Safety
+    /// As for `take_blocks`.
+    unsafe fn carve(&self, d: *mut PageDesc, n: usize) -> *mut Block {
+        // SAFETY: owner-only fields; the blocks lie inside the span's area.
+        unsafe {
+            let (bump, cap) = ((*d).bump.get() as usize, (*d).capacity.get() as usize);
+            let k = n.min(cap - bump);
+            if k == 0 {
+                return ptr::null_mut();
+            }
+            let bs = class::size_of_class((*d).class());
+            let first = (*d).area.get().add(bump * bs);
+            for i in 0..k - 1 {
+                let b = first.add(i * bs).cast::<Block>();
+                block::set_next(b, first.add((i + 1) * bs).cast());
+            }
+            block::set_next(first.add((k - 1) * bs).cast(), ptr::null_mut());
+            (*d).bump.set((bump + k) as u32);
+            first.cast()
+        }
+    }
+
+    /// The next span for class `c`: a partial one, else a new one.
+    ///
+    /// # Safety
+    /// `o` is `h`'s owned state.
+    unsafe fn next_span(&self, h: *mut Heap, o: &mut HeapOwned, c: usize) -> Option<*mut PageDesc> {
+        let d = o.partial[c];
+        if !d.is_null() {
+            // SAFETY: on our partial list.
+            unsafe { Self::unlink_partial(o, d) };
+            return Some(d);
+        }
+        // SAFETY: forwarded.
+        unsafe { self.acquire_span(h, o, c) }
+    }
+
+    /// Refill a Mid bin's ring from its current span and pop one block.
+    ///
+    /// # Safety
+    /// As for `refill_tiny`.
+    unsafe fn refill_mid(
+        &self,
+        heap: &mut LocalHeap,
+        h: *mut Heap,
+        o: &mut HeapOwned,
+        c: usize,
+    ) -> *mut u8 {
+        let bin = &mut heap.mid[c - FIRST_MID];
+        let want = (bin.cap as usize).div_ceil(2) + 1;
+        let mut got: *mut Block = ptr::null_mut();
+        let mut n = 0;
+        // SAFETY: owner-only state of spans `h` owns.
+        unsafe {
+            while n < want {
+                let mut d = o.mid_current[c];
+                if d.is_null() {
+                    if n > 0 {
+                        break;
+                    }
+                    let Some(nd) = self.next_span(h, o, c) else {
+                        return ptr::null_mut();
+                    };
+                    (*nd).flags.set((*nd).flags.get() | PageFlags::CURRENT);
+                    o.mid_current[c] = nd;
+                    d = nd;
+                }
+                while n < want {
+                    let mut b = (*d).free.get();
+                    if !b.is_null() {
+                        (*d).free.set(block::next(b));
+                        (*d).free_count.set((*d).free_count.get() - 1);
+                    } else {
+                        b = self.carve(d, 1);
+                        if b.is_null() {
+                            break;
+                        }
+                    }
+                    if got.is_null() {
+                        got = b;
+                    } else {
+                        *bin.ring.get_unchecked_mut(bin.len as usize) = b;
+                        bin.len += 1;
+                    }
+                    n += 1;
+                    if bin.len == bin.cap && !got.is_null() {
+                        break;
+                    }
+                }
+                if (*d).free.get().is_null() && (*d).bump.get() == (*d).capacity.get() {
+                    self.settle(o, d);
+                    o.mid_current[c] = ptr::null_mut();
+                }
+                if bin.len == bin.cap {
+                    break;
+                }
+            }
+        }
+        got.cast()
+    }
+
+    // ------------------------------------------------------------------
+    // Heaps: attach, detach, adopt, collect
+    // ------------------------------------------------------------------
+
+    /// Attach `heap` to a heap: an abandoned one (adopting its spans) or a
+    /// clean one, else a new one. Returns false if metadata memory is
+    /// exhausted. Attaching an attached heap does nothing.
+    pub fn attach(&self, heap: &mut LocalHeap) -> bool {
+        if heap.is_attached() {
+            return true;
+        }
+        let h = self.acquire_heap();
+        if h.is_null() {
+            return false;
+        }
+        heap.id = h;
+        heap.configure(&self.config);
+        true
+    }
+
+    fn acquire_heap(&self) -> *mut Heap {
+        let size = core::mem::size_of::<Heap>().next_multiple_of(64);
+        loop {
+            {
+                let mut hp = self.heaps.lock();
+                let h = hp.take(false);
+                if !h.is_null() {
+                    return h;
+                }
+                if hp.arena.addr() + size <= hp.arena_end.addr() && !hp.arena.is_null() {
+                    let h = hp.arena.cast::<Heap>();
+                    hp.arena = hp.arena.wrapping_add(size);
+                    hp.carved += 1;
+                    // SAFETY: fresh, aligned metadata memory of ours.
+                    unsafe { h.write(Heap::new()) };
+                    return h;
+                }
+            }
+            let Some(seg) = self.new_segment(seg_kind::META, kind::META) else {
+                return ptr::null_mut();
+            };
+            let mut hp = self.heaps.lock();
+            hp.arena = seg
+                .cast::<u8>()
+                .wrapping_add(Geo::<G>::HEADER_SIZE.next_multiple_of(64));
+            hp.arena_end = seg.cast::<u8>().wrapping_add(Geo::<G>::SEGMENT_SIZE);
+            hp.meta_segments += 1;
+        }
+    }
+
+    /// Detach `heap`: flush its bins back to their spans, process remote
+    /// frees, return empty spans, and leave the heap clean or abandoned for
+    /// another thread to adopt. Call it when a thread exits.
+    pub fn detach(&self, heap: &mut LocalHeap) {
+        if !heap.is_attached() {
+            return;
+        }
+        let h = heap.id;
+        // SAFETY: `heap` holds `h`.
+        let abandoned = unsafe { (*h).owned.with_mut(|o| self.flush_heap(heap, h, o)) };
+        // SAFETY: we give `h` up.
+        unsafe { self.heaps.lock().put(h, abandoned) };
+        *heap = LocalHeap::new();
+    }
+
+    /// Empty every bin of `heap` into its spans; returns whether `h` still
+    /// owns spans.
+    ///
+    /// # Safety
+    /// `heap` is attached to `h`; `o` is its owned state.
+    unsafe fn flush_heap(&self, heap: &mut LocalHeap, h: *mut Heap, o: &mut HeapOwned) -> bool {
+        // SAFETY: the bins hold in-use blocks of `h`'s spans.
+        unsafe {
+            for c in 1..=NUM_TINY {
+                let bin = &mut heap.tiny[c];
+                let (free, mag, page) = (bin.free, bin.mag, bin.page);
+                bin.free = ptr::null_mut();
+                bin.mag = ptr::null_mut();
+                bin.mag_len = 0;
+                bin.page = ptr::null_mut();
+                self.return_list(o, free);
+                self.return_list(o, mag);
+                if !page.is_null() {
+                    self.settle(o, page);
+                }
+            }
+            for (i, bin) in heap.mid.iter_mut().enumerate() {
+                for k in 0..bin.len as usize {
+                    let b = bin.ring[k];
+                    self.return_block(o, Self::head_of(b), b);
+                }
+                bin.len = 0;
+                let lifo = bin.lifo;
+                bin.lifo = ptr::null_mut();
+                bin.lifo_len = 0;
+                self.return_list(o, lifo);
+                let c = FIRST_MID + i;
+                let d = o.mid_current[c];
+                if !d.is_null() {
+                    o.mid_current[c] = ptr::null_mut();
+                    self.settle(o, d);
+                }
+            }
+            self.drain_remote(h, o, usize::MAX);
+            self.flush_cache(o);
+            o.spans != 0
+        }
+    }
+
+    /// Process the remote frees of one abandoned heap that has some, so that
+    /// blocks freed into exited threads' spans return to the pool.
+    fn collect_abandoned_one(&self) -> bool {
+        let h = self.heaps.lock().take(true);
+        if h.is_null() {
+            return false;
+        }
+        // SAFETY: popping it from the abandoned list made us its holder; an
+        // abandoned heap's bins were flushed, so none of its spans is current.
+        let abandoned = unsafe {
+            (*h).owned.with_mut(|o| {
+                self.drain_remote(h, o, usize::MAX);
+                self.flush_cache(o);
+                o.spans != 0
+            })
+        };
+        // SAFETY: we give `h` back.
+        unsafe { self.heaps.lock().put(h, abandoned) };
+        true
+    }
+
+    /// Return what can be returned: process `heap`'s remote frees and empty
+    /// its span cache (if given), collect every abandoned heap with remote
+    /// frees, release empty segments and the Large cache to the source.
+    pub fn collect(&self, heap: Option<&mut LocalHeap>) {
+        if let Some(heap) = heap.filter(|h| h.is_attached()) {
+            let h = heap.id;
+            // SAFETY: `heap` holds `h`.
+            unsafe {
+                (*h).owned.with_mut(|o| {
+                    self.drain_remote(h, o, usize::MAX);
+                    self.flush_cache(o);
+                })
+            };
+        }
+        let mut rounds = self.heaps.lock().abandoned_count;
+        while rounds > 0 && self.collect_abandoned_one() {
+            rounds -= 1;
+        }
+        let mut empty: [*mut SegmentHeader; 8] = [ptr::null_mut(); 8];
+        loop {
+            let mut n = 0;
+            self.pool.lock().drain_empty::<G>(|seg| {
+                if n < empty.len() {
+                    empty[n] = seg;
+                    n += 1;
+                }
+            });
+            for &seg in &empty[..n] {
+                // SAFETY: the pool gave the empty segment up.
+                unsafe { self.release_segment(seg, Geo::<G>::SEGMENT_SIZE) };
+            }
+            if n < empty.len() {
+                break;
+            }
+        }
+        let mut cache = self.large.lock();
+        let mut drained = [LargeEntry {
+            seg: ptr::null_mut(),
+            size: 0,
+        }; crate::pool::LARGE_CACHE_SLOTS];
+        let mut n = 0;
+        cache.drain(|e| {
+            drained[n] = e;
+            n += 1;
+        });
+        drop(cache);
+        for e in &drained[..n] {
+            // SAFETY: the cache gave the region up.
+            unsafe { self.release_segment(e.seg, e.size) };
+        }
+    }
+
+    /// Allocate through the shared heap (for a thread without a heap).
+    pub fn alloc_shared(&self, layout: Layout) -> *mut u8 {
+        let mut heap = self.shared.lock();
+        self.alloc(&mut heap, layout)
+    }
+
+    // ------------------------------------------------------------------
+    // Large
+    // ------------------------------------------------------------------
+
+    /// Offset of the block in a Large region aligned to at most a page.
+    fn large_plain_offset(&self) -> usize {
+        Geo::<G>::HEADER_SIZE.next_multiple_of(self.source.page_size())
+    }
+
+    /// Allocate a Large block of `size` bytes at `align`.
+    #[inline(never)]
+    fn alloc_large(&self, size: usize, align: usize, zero: bool) -> *mut u8 {
+        let ps = self.source.page_size();
+        let seg_size = Geo::<G>::SEGMENT_SIZE;
+        let (offset, region_align) = if align < seg_size {
+            let Some(o) = class::round_up(Geo::<G>::HEADER_SIZE, align.max(ps)) else {
+                return ptr::null_mut();
+            };
+            (o, seg_size)
+        } else {
+            (align, align)
+        };
+        let Some(region) = offset
+            .checked_add(size)
+            .and_then(|n| class::round_up(n, ps))
+        else {
+            return ptr::null_mut();
+        };
+        if region > isize::MAX as usize {
+            return ptr::null_mut();
+        }
+        let cacheable = offset == self.large_plain_offset();
+        let cached = if cacheable {
+            self.large.lock().take(region)
+        } else {
+            None
+        };
+        let (seg, zeroed, region) = match cached {
+            Some(e) => {
+                let seg = e.seg;
+                // Give back the tail we do not need, where the source can.
+                let mut rsize = e.size;
+                if rsize > region {
+                    // SAFETY: the cached region is ours; shrinking keeps the base.
+                    if unsafe {
+                        self.source.resize(
+                            NonNull::new_unchecked(seg.cast()),
+                            rsize,
+                            region,
+                            seg_size,
+                            false,
+                        )
+                    }
+                    .is_some()
+                    {
+                        rsize = region;
+                    }
+                }
+                (seg, false, rsize)
+            }
+            None => {
+                let Some(r) = self.source.reserve(region, region_align) else {
+                    return ptr::null_mut();
+                };
+                let seg = r.base.as_ptr().cast::<SegmentHeader>();
+                // SAFETY: fresh region, aligned to a segment at least.
+                unsafe { Geo::<G>::init_header(seg, seg_kind::LARGE, region, kind::LARGE) };
+                (seg, r.zeroed, region)
+            }
+        };
+        // SAFETY: the header is ours until the block is freed.
+        unsafe {
+            (*seg).region_size.set(region);
+            (*seg).block_offset.set(offset);
+            (*seg).usable.set(region - offset);
+            (*seg).zeroed.set(zeroed);
+            if offset < seg_size {
+                (*Geo::<G>::desc_of(seg.cast::<u8>().add(offset)))
+                    .info
+                    .store(info(0, kind::LARGE, 0), Ordering::Relaxed);
+            }
+        }
+        {
+            let mut lc = self.large.lock();
+            lc.live += 1;
+            lc.live_bytes += region;
+        }
+        // SAFETY: `offset < region`.
+        let p = unsafe { seg.cast::<u8>().add(offset) };
+        if zero && !zeroed {
+            // SAFETY: the block has at least `size` bytes.
+            unsafe { p.write_bytes(0, size) };
+        }
+        p
+    }
+
+    /// Free a Large block found through a descriptor of kind Large.
+    ///
+    /// # Safety
+    /// `ptr` lies in a live Large region of ours whose first segment holds it.
+    unsafe fn free_large(&self, ptr: *mut u8) -> Result<(), Fault> {
+        let seg = Geo::<G>::segment_of(ptr);
+        // SAFETY: the region is live, its header readable.
+        unsafe {
+            if !Geo::<G>::is_live(seg, seg_kind::LARGE)
+                || seg.cast::<u8>().add((*seg).block_offset.get()) != ptr
+            {
+                return Err(Fault::at(FaultKind::NotABlock, ptr));
+            }
+            self.release_large(seg)
+        }
+    }
+
+    /// # Safety
+    /// `seg` is a live Large header whose block is being freed.
+    unsafe fn release_large(&self, seg: *mut SegmentHeader) -> Result<(), Fault> {
+        // SAFETY: the header is ours.
+        let (size, offset) = unsafe { ((*seg).region_size.get(), (*seg).block_offset.get()) };
+        let mut evicted = [LargeEntry {
+            seg: ptr::null_mut(),
+            size: 0,
+        }; crate::pool::LARGE_CACHE_SLOTS + 1];
+        let mut n = 0;
+        {
+            let mut lc = self.large.lock();
+            lc.live -= 1;
+            lc.live_bytes -= size;
+            let e = LargeEntry { seg, size };
+            if offset == self.large_plain_offset() {
+                // Mark the block's descriptor so a second free of it is caught.
+                // SAFETY: the region is ours; the descriptor is in its header.
+                unsafe {
+                    (*Geo::<G>::desc_of(seg.cast::<u8>().add(offset)))
+                        .info
+                        .store(info(0, kind::CACHED, 0), Ordering::Relaxed)
+                };
+                lc.put(e, self.config.large_cache_bytes, |x| {
+                    evicted[n] = x;
+                    n += 1;
+                });
+            } else {
+                evicted[0] = e;
+                n = 1;
+            }
+        }
+        for e in &evicted[..n] {
+            // SAFETY: nothing references an evicted region.
+            unsafe { self.release_segment(e.seg, e.size) };
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------
+    // Realloc, zeroed, usable size
+    // ------------------------------------------------------------------
+
+    /// Allocate `layout` zeroed, skipping the clearing for memory known to be
+    /// fresh from the source.
+    pub fn alloc_zeroed(&self, heap: &mut LocalHeap, layout: Layout) -> *mut u8 {
+        let size = layout.size().max(1);
+        if Self::class_for(size, layout.align()).is_none() {
+            return self.alloc_large(size, layout.align(), true);
+        }
+        let p = self.alloc(heap, layout);
+        if !p.is_null() {
+            // SAFETY: a fresh block of at least `layout.size()` bytes.
+            unsafe { p.write_bytes(0, layout.size()) };
+        }
+        p
+    }
+
+    /// Bytes usable at `ptr` (at least what was asked for).
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this allocator.
+    pub unsafe fn usable_size(&self, ptr: *mut u8) -> Result<usize, Fault> {
+        let seg = Geo::<G>::segment_of(ptr);
+        if !self.source.owns(seg.addr()) {
+            return match self.find_huge_aligned(ptr) {
+                // SAFETY: a live Large header, found by the probe.
+                Some(seg) => Ok(unsafe { (*seg).usable.get() }),
+                None => Err(Fault::at(FaultKind::NotOurs, ptr)),
+            };
+        }
+        // SAFETY: a live segment of ours.
+        let inf = unsafe { (*Geo::<G>::desc_of(ptr)).info.load(Ordering::Relaxed) };
+        match info_kind(inf) {
+            kind::SMALL => Ok(class::size_of_class(info_class(inf))),
+            // SAFETY: a live Large header.
+            kind::LARGE => Ok(unsafe { (*seg).usable.get() }),
+            kind::FREE | kind::CACHED => Err(Fault::at(FaultKind::DoubleFree, ptr)),
+            _ => Err(Fault::at(FaultKind::NotABlock, ptr)),
+        }
+    }
+
+    /// Resize the block at `ptr` to `new_size` bytes at `align` (the
+    /// alignment it was allocated with), keeping the first
+    /// `min(old_size, new_size)` bytes. In place when the class does not
+    /// change, or for a Large block when the source can resize its region.
+    /// `Ok(null)` means out of memory, with the old block untouched.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free); `old_size` is at most the block's usable size.
+    pub unsafe fn realloc(
+        &self,
+        heap: &mut LocalHeap,
+        ptr: *mut u8,
+        old_size: usize,
+        align: usize,
+        new_size: usize,
+    ) -> Result<*mut u8, Fault> {
+        let new_size = new_size.max(1);
+        // SAFETY: forwarded from the caller.
+        let usable = unsafe { self.usable_size(ptr)? };
+        let new_class = Self::class_for(new_size, align);
+        let seg = Geo::<G>::segment_of(ptr);
+        // SAFETY: `usable_size` vouched for the block.
+        let is_large = !self.source.owns(seg.addr())
+            || unsafe { info_kind((*Geo::<G>::desc_of(ptr)).info.load(Ordering::Relaxed)) }
+                == kind::LARGE;
+        if !is_large {
+            // SAFETY: a live small block.
+            let c = unsafe { (*Geo::<G>::desc_of(ptr)).class() };
+            if new_class == Some(c) {
+                return Ok(ptr);
+            }
+        } else if new_class.is_none() {
+            // SAFETY: a live Large block of ours.
+            if let Some(p) = unsafe { self.realloc_large_in_place(ptr, usable, new_size, align) } {
+                return Ok(p);
+            }
+        }
+        let layout = match Layout::from_size_align(new_size, align) {
+            Ok(l) => l,
+            Err(_) => return Ok(ptr::null_mut()),
+        };
+        let q = self.alloc(heap, layout);
+        if q.is_null() {
+            return Ok(q);
+        }
+        // SAFETY: both blocks are live and distinct; `old_size ≤ usable`.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr, q, old_size.min(usable).min(new_size));
+            self.free(heap, ptr)?;
+        }
+        Ok(q)
+    }
+
+    /// Resize a Large block without copying, if it fits or the source can
+    /// grow or move its region. Returns the (possibly moved) block.
+    ///
+    /// # Safety
+    /// `ptr` is a live Large block with `usable` bytes.
+    unsafe fn realloc_large_in_place(
+        &self,
+        ptr: *mut u8,
+        usable: usize,
+        new_size: usize,
+        align: usize,
+    ) -> Option<*mut u8> {
+        let seg = Geo::<G>::segment_of(ptr);
+        if seg.cast::<u8>() == ptr {
+            // Aligned to a segment or more: only a fitting size stays.
+            return (new_size <= usable).then_some(ptr);
+        }
+        if new_size <= usable && new_size >= usable / 2 {
+            return Some(ptr);
+        }
+        let ps = self.source.page_size();
+        // SAFETY: the header is ours while the block is live.
+        unsafe {
+            let offset = (*seg).block_offset.get();
+            let old_region = (*seg).region_size.get();
+            let new_region = class::round_up(offset.checked_add(new_size)?, ps)?;
+            if new_region > isize::MAX as usize {
+                return None;
+            }
+            let base = NonNull::new_unchecked(seg.cast::<u8>());
+            let may_move = align <= ps;
+            let nb = self.source.resize(
+                base,
+                old_region,
+                new_region,
+                Geo::<G>::SEGMENT_SIZE,
+                may_move,
+            )?;
+            let nseg = nb.as_ptr().cast::<SegmentHeader>();
+            (*nseg).cookie = nseg.addr() ^ crate::segment::COOKIE_KEY;
+            (*nseg).region_size.set(new_region);
+            (*nseg).usable.set(new_region - offset);
+            let mut lc = self.large.lock();
+            lc.live_bytes = lc.live_bytes - old_region + new_region;
+            Some(nb.as_ptr().add(offset))
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Statistics, purging, fork
+    // ------------------------------------------------------------------
+
+    /// The allocator's own accounting, read under its locks.
+    pub fn stats(&self) -> Stats {
+        let (segments, empty_segments, pages_in_use) = {
+            let p = self.pool.lock();
+            (p.segments, p.empty_segments, p.pages_in_use)
+        };
+        let (heaps, abandoned_heaps, meta_segments) = {
+            let h = self.heaps.lock();
+            (h.carved, h.abandoned_count, h.meta_segments)
+        };
+        let (large_live, large_live_bytes, large_cached_bytes) = {
+            let l = self.large.lock();
+            (l.live, l.live_bytes, l.bytes)
+        };
+        Stats {
+            segments,
+            empty_segments,
+            pages_in_use,
+            heaps,
+            abandoned_heaps,
+            large_live,
+            large_live_bytes,
+            large_cached_bytes,
+            bytes_reserved: (segments + meta_segments) * Geo::<G>::SEGMENT_SIZE
+                + large_live_bytes
+                + large_cached_bytes,
+        }
+    }
+
+    /// Purge the free pages of `d`'s span (used by the purge policy).
+    ///
+    /// # Safety
+    /// The span is free and not in use by anyone.
+    #[allow(dead_code)]
+    unsafe fn purge_span(&self, area: *mut u8, len: usize) -> Purged {
+        let ps = self.source.page_size();
+        let start = area.map_addr(|a| a.next_multiple_of(ps));
+        let end = (area.addr() + len) & !(ps - 1);
+        if end <= start.addr() {
+            return Purged::No;
+        }
+        // SAFETY: forwarded: the range is inside a live region and unused.
+        unsafe {
+            self.source
+                .purge(NonNull::new_unchecked(start), end - start.addr())
+        }
+    }
+
+    /// Take every lock of the cold side, so a `fork` sees consistent state.
+    /// Pair with [`postfork`](Self::postfork) in both processes.
+    #[cfg(not(hakmem_loom))]
+    pub fn prefork(&self) {
+        core::mem::forget(self.shared.lock());
+        core::mem::forget(self.heaps.lock());
+        core::mem::forget(self.pool.lock());
+        core::mem::forget(self.large.lock());
+    }
+
+    /// Release the locks [`prefork`](Self::prefork) took.
+    ///
+    /// # Safety
+    /// Called once after each `prefork`, in the parent or the child.
+    #[cfg(not(hakmem_loom))]
+    pub unsafe fn postfork(&self) {
+        // SAFETY: `prefork` leaked a guard of each.
+        unsafe {
+            self.large.force_unlock();
+            self.pool.force_unlock();
+            self.heaps.force_unlock();
+            self.shared.force_unlock();
+        }
+    }
+}
+
+// Compile-time facts the fast paths rely on.
+impl<G: Geometry> Geo<G> {
+    /// Whether every Tiny class is served by one-page spans (then a Tiny
+    /// descriptor is its own span head).
+    pub const TINY_SINGLE_PAGE: bool = {
+        let mut c = 1;
+        let mut ok = true;
+        while c <= NUM_TINY {
+            ok &= Self::SPAN[c] <= 1;
+            c += 1;
+        }
+        ok
+    };
+}
+
+const _: () = assert!(NUM_CLASSES <= 64);

@@ -1,0 +1,386 @@
+//! The cold side: state shared by all heaps, each behind its own lock.
+//!
+//! - [`Pool`]: small segments and their free pages. Heaps take spans of pages
+//!   from it and give empty spans back; a segment whose pages are all free is
+//!   kept (up to `Config::segment_reserve`) or released to the `PageSource`.
+//! - [`HeapPool`]: the metadata arena that `Heap`s are carved from, the list
+//!   of clean heaps, and the list of abandoned heaps (owning spans whose
+//!   thread has gone) that new threads adopt and others collect.
+//! - [`LargeCache`]: freed Large regions kept for reuse.
+//!
+//! None of these locks is taken on a fast path: a span serves thousands of
+//! allocations between two visits to the pool.
+
+use core::ptr;
+
+use crate::heap::Heap;
+use crate::segment::{Geo, Geometry, SegmentHeader};
+
+/// Index of the first run of `k` set bits in `mask`.
+#[inline]
+pub(crate) fn find_run(mask: u64, k: usize) -> Option<usize> {
+    let mut m = mask;
+    for i in 1..k {
+        m &= mask >> i;
+    }
+    if m == 0 {
+        None
+    } else {
+        Some(m.trailing_zeros() as usize)
+    }
+}
+
+/// Bits `idx .. idx + k`.
+#[inline]
+pub(crate) fn run_bits(idx: usize, k: usize) -> u64 {
+    (if k == 64 { u64::MAX } else { (1u64 << k) - 1 }) << idx
+}
+
+/// Free pages of the small segments.
+pub(crate) struct Pool {
+    /// Segments with at least one free page, doubly linked through their
+    /// headers' `next`/`prev`.
+    avail: *mut SegmentHeader,
+    /// Segments on `avail` whose every page is free.
+    pub empty_segments: usize,
+    /// Live small segments.
+    pub segments: usize,
+    /// Pages handed to heaps (cached spans included).
+    pub pages_in_use: usize,
+}
+
+// SAFETY: the raw pointers are to segment headers that live as long as the
+// pool references them; the pool is only reached through its lock.
+unsafe impl Send for Pool {}
+
+impl Pool {
+    pub(crate) const fn new() -> Pool {
+        Pool {
+            avail: ptr::null_mut(),
+            empty_segments: 0,
+            segments: 0,
+            pages_in_use: 0,
+        }
+    }
+
+    /// # Safety
+    /// `seg` is a live small segment whose header this lock guards.
+    unsafe fn link(&mut self, seg: *mut SegmentHeader) {
+        // SAFETY: we hold the pool lock, which guards these fields.
+        unsafe {
+            (*seg).prev.set(ptr::null_mut());
+            (*seg).next.set(self.avail);
+            if !self.avail.is_null() {
+                (*self.avail).prev.set(seg);
+            }
+            (*seg).listed.set(true);
+        }
+        self.avail = seg;
+    }
+
+    /// # Safety
+    /// As for `link`, and `seg` is on the list.
+    unsafe fn unlink(&mut self, seg: *mut SegmentHeader) {
+        // SAFETY: we hold the pool lock, which guards these fields.
+        unsafe {
+            let (prev, next) = ((*seg).prev.get(), (*seg).next.get());
+            if prev.is_null() {
+                self.avail = next;
+            } else {
+                (*prev).next.set(next);
+            }
+            if !next.is_null() {
+                (*next).prev.set(prev);
+            }
+            (*seg).listed.set(false);
+        }
+    }
+
+    /// Add a freshly initialised segment with all its pages free.
+    ///
+    /// # Safety
+    /// `seg` is a live small segment not yet known to the pool.
+    pub(crate) unsafe fn add_segment<G: Geometry>(&mut self, seg: *mut SegmentHeader) {
+        // SAFETY: the segment is ours and now guarded by the pool lock.
+        unsafe {
+            (*seg).free_mask.set(Geo::<G>::ALL_PAGES);
+            self.link(seg);
+        }
+        self.segments += 1;
+        self.empty_segments += 1;
+    }
+
+    /// Take a run of `pages` free pages, avoiding the shortened first page
+    /// unless `first_ok`. Returns the segment and the run's first page index.
+    pub(crate) fn take_span<G: Geometry>(
+        &mut self,
+        pages: usize,
+        first_ok: bool,
+    ) -> Option<(*mut SegmentHeader, usize)> {
+        let skip = if Geo::<G>::PARTIAL_FIRST && !first_ok {
+            1u64 << Geo::<G>::FIRST_PAGE
+        } else {
+            0
+        };
+        let mut seg = self.avail;
+        while !seg.is_null() {
+            // SAFETY: segments on the list are live; the lock guards the fields.
+            unsafe {
+                let mask = (*seg).free_mask.get();
+                if let Some(idx) = find_run(mask & !skip, pages) {
+                    if mask == Geo::<G>::ALL_PAGES {
+                        self.empty_segments -= 1;
+                    }
+                    let left = mask & !run_bits(idx, pages);
+                    (*seg).free_mask.set(left);
+                    if left == 0 {
+                        self.unlink(seg);
+                    }
+                    self.pages_in_use += pages;
+                    return Some((seg, idx));
+                }
+                seg = (*seg).next.get();
+            }
+        }
+        None
+    }
+
+    /// Give back the run `idx .. idx + pages` of `seg`. Returns the segment if
+    /// it became empty and should be released (it is then off the pool).
+    ///
+    /// # Safety
+    /// The run was taken from this pool and its descriptors are already
+    /// marked free.
+    pub(crate) unsafe fn give_span<G: Geometry>(
+        &mut self,
+        seg: *mut SegmentHeader,
+        idx: usize,
+        pages: usize,
+        reserve: usize,
+    ) -> Option<*mut SegmentHeader> {
+        self.pages_in_use -= pages;
+        // SAFETY: live segment; the lock guards the fields.
+        unsafe {
+            let mask = (*seg).free_mask.get() | run_bits(idx, pages);
+            (*seg).free_mask.set(mask);
+            if !(*seg).listed.get() {
+                self.link(seg);
+            }
+            if mask == Geo::<G>::ALL_PAGES {
+                if self.empty_segments < reserve {
+                    self.empty_segments += 1;
+                } else {
+                    self.unlink(seg);
+                    self.segments -= 1;
+                    return Some(seg);
+                }
+            }
+        }
+        None
+    }
+
+    /// Remove every empty segment (for `collect` and teardown); `f` releases each.
+    pub(crate) fn drain_empty<G: Geometry>(&mut self, mut f: impl FnMut(*mut SegmentHeader)) {
+        let mut seg = self.avail;
+        while !seg.is_null() {
+            // SAFETY: live segments on the list; the lock guards the fields.
+            unsafe {
+                let next = (*seg).next.get();
+                if (*seg).free_mask.get() == Geo::<G>::ALL_PAGES {
+                    self.unlink(seg);
+                    self.segments -= 1;
+                    self.empty_segments -= 1;
+                    f(seg);
+                }
+                seg = next;
+            }
+        }
+    }
+}
+
+/// Where `Heap`s come from and wait between owners.
+pub(crate) struct HeapPool {
+    /// Heaps that own no span.
+    pub free: *mut Heap,
+    /// Heaps that own spans but have no thread.
+    pub abandoned: *mut Heap,
+    pub abandoned_count: usize,
+    /// Bump arena in the current metadata segment.
+    pub arena: *mut u8,
+    pub arena_end: *mut u8,
+    /// Heaps ever carved.
+    pub carved: usize,
+    /// Metadata segments reserved.
+    pub meta_segments: usize,
+}
+
+// SAFETY: raw pointers into metadata memory that is never released; the pool
+// is only reached through its lock.
+unsafe impl Send for HeapPool {}
+
+impl HeapPool {
+    pub(crate) const fn new() -> HeapPool {
+        HeapPool {
+            free: ptr::null_mut(),
+            abandoned: ptr::null_mut(),
+            abandoned_count: 0,
+            arena: ptr::null_mut(),
+            arena_end: ptr::null_mut(),
+            carved: 0,
+            meta_segments: 0,
+        }
+    }
+
+    /// Push `h` on the free or the abandoned list.
+    ///
+    /// # Safety
+    /// `h` is a heap the caller holds and gives up.
+    pub(crate) unsafe fn put(&mut self, h: *mut Heap, abandoned: bool) {
+        // SAFETY: the heap pool lock guards `pool_next` and `abandoned`.
+        unsafe {
+            (*h).abandoned.set(abandoned);
+            if abandoned {
+                (*h).pool_next.set(self.abandoned);
+                self.abandoned = h;
+                self.abandoned_count += 1;
+            } else {
+                (*h).pool_next.set(self.free);
+                self.free = h;
+            }
+        }
+    }
+
+    /// Pop an abandoned heap (preferring one with remote frees waiting when
+    /// `want_remote`), or with `!want_remote` a free one if none is abandoned.
+    pub(crate) fn take(&mut self, want_remote: bool) -> *mut Heap {
+        let mut prev: *mut Heap = ptr::null_mut();
+        let mut h = self.abandoned;
+        while !h.is_null() {
+            // SAFETY: heaps on the lists are live forever; the lock guards the links.
+            unsafe {
+                let next = (*h).pool_next.get();
+                if !want_remote || (*h).has_remote() {
+                    if prev.is_null() {
+                        self.abandoned = next;
+                    } else {
+                        (*prev).pool_next.set(next);
+                    }
+                    self.abandoned_count -= 1;
+                    (*h).abandoned.set(false);
+                    return h;
+                }
+                prev = h;
+                h = next;
+            }
+        }
+        if want_remote || self.free.is_null() {
+            return ptr::null_mut();
+        }
+        let h = self.free;
+        // SAFETY: as above.
+        unsafe { self.free = (*h).pool_next.get() };
+        h
+    }
+}
+
+/// A freed Large region kept for reuse.
+#[derive(Clone, Copy)]
+pub(crate) struct LargeEntry {
+    pub seg: *mut SegmentHeader,
+    pub size: usize,
+}
+
+pub(crate) const LARGE_CACHE_SLOTS: usize = 16;
+
+/// Freed Large regions, most recent last.
+pub(crate) struct LargeCache {
+    pub entries: [LargeEntry; LARGE_CACHE_SLOTS],
+    pub len: usize,
+    pub bytes: usize,
+    /// Live Large allocations and their region bytes.
+    pub live: usize,
+    pub live_bytes: usize,
+}
+
+// SAFETY: the entries are regions owned by the cache; reached through its lock.
+unsafe impl Send for LargeCache {}
+
+impl LargeCache {
+    pub(crate) const fn new() -> LargeCache {
+        LargeCache {
+            entries: [LargeEntry {
+                seg: ptr::null_mut(),
+                size: 0,
+            }; LARGE_CACHE_SLOTS],
+            len: 0,
+            bytes: 0,
+            live: 0,
+            live_bytes: 0,
+        }
+    }
+
+    /// Take the smallest cached region of at least `size` bytes and at most
+    /// twice that.
+    pub(crate) fn take(&mut self, size: usize) -> Option<LargeEntry> {
+        let mut best: Option<usize> = None;
+        for i in 0..self.len {
+            let e = self.entries[i];
+            if e.size >= size
+                && e.size / 2 <= size
+                && best.is_none_or(|b| self.entries[b].size > e.size)
+            {
+                best = Some(i);
+            }
+        }
+        let i = best?;
+        let e = self.entries[i];
+        self.entries.copy_within(i + 1..self.len, i);
+        self.len -= 1;
+        self.bytes -= e.size;
+        Some(e)
+    }
+
+    /// Keep `e`, evicting the oldest entries as needed to stay within
+    /// `limit` bytes; `evict` receives each region that must go (possibly `e`).
+    pub(crate) fn put(&mut self, e: LargeEntry, limit: usize, mut evict: impl FnMut(LargeEntry)) {
+        if e.size > limit {
+            evict(e);
+            return;
+        }
+        while self.len == LARGE_CACHE_SLOTS || self.bytes + e.size > limit {
+            let old = self.entries[0];
+            self.entries.copy_within(1..self.len, 0);
+            self.len -= 1;
+            self.bytes -= old.size;
+            evict(old);
+        }
+        self.entries[self.len] = e;
+        self.len += 1;
+        self.bytes += e.size;
+    }
+
+    /// Remove every entry.
+    pub(crate) fn drain(&mut self, mut f: impl FnMut(LargeEntry)) {
+        for i in 0..self.len {
+            f(self.entries[i]);
+        }
+        self.len = 0;
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs() {
+        assert_eq!(find_run(0b1011_1000, 1), Some(3));
+        assert_eq!(find_run(0b1011_1000, 3), Some(3));
+        assert_eq!(find_run(0b1011_1000, 4), None);
+        assert_eq!(find_run(u64::MAX, 64), Some(0));
+        assert_eq!(find_run(0, 1), None);
+        assert_eq!(run_bits(3, 2), 0b11000);
+        assert_eq!(run_bits(0, 64), u64::MAX);
+    }
+}

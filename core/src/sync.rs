@@ -1,0 +1,159 @@
+//! The one place the core takes its atomics, cells, locks and spin-waits from.
+//!
+//! Under the private cfg `hakmem_loom` every item here is loom's instrumented
+//! twin, so the loom models in `core/tests/loom.rs` explore the interleavings
+//! of the real core code. Otherwise they are the plain `core` items (and a
+//! `spin` mutex), at zero cost.
+
+#[cfg(not(hakmem_loom))]
+pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+#[cfg(hakmem_loom)]
+pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+
+/// A cell whose accesses are serialised by a protocol stated where it is
+/// declared (a lock, or ownership of the page or heap it sits in), not by the
+/// type system. Under loom the accesses are tracked, so a model reports any
+/// two of them that are not ordered by a happens-before edge.
+pub(crate) struct Guarded<T> {
+    #[cfg(not(hakmem_loom))]
+    cell: core::cell::UnsafeCell<T>,
+    #[cfg(hakmem_loom)]
+    cell: loom::cell::UnsafeCell<T>,
+}
+
+impl<T> Guarded<T> {
+    #[cfg(not(hakmem_loom))]
+    pub(crate) const fn new(value: T) -> Self {
+        Self {
+            cell: core::cell::UnsafeCell::new(value),
+        }
+    }
+    #[cfg(hakmem_loom)]
+    pub(crate) fn new(value: T) -> Self {
+        Self {
+            cell: loom::cell::UnsafeCell::new(value),
+        }
+    }
+
+    /// Run `f` with exclusive access to the value.
+    ///
+    /// # Safety
+    /// The caller holds whatever the declaration says serialises this cell,
+    /// so no other access to it runs at the same time, and `f` does not reach
+    /// this cell again.
+    #[inline(always)]
+    pub(crate) unsafe fn with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        #[cfg(not(hakmem_loom))]
+        {
+            // SAFETY: exclusive access is the caller's promise.
+            f(unsafe { &mut *self.cell.get() })
+        }
+        #[cfg(hakmem_loom)]
+        {
+            // SAFETY: exclusive access is the caller's promise.
+            self.cell.with_mut(|p| f(unsafe { &mut *p }))
+        }
+    }
+}
+
+impl<T: Copy> Guarded<T> {
+    /// Read the value.
+    ///
+    /// # Safety
+    /// As for [`Guarded::with_mut`]: no write to this cell runs concurrently.
+    #[inline(always)]
+    pub(crate) unsafe fn get(&self) -> T {
+        #[cfg(not(hakmem_loom))]
+        {
+            // SAFETY: no concurrent writer, by the caller's promise.
+            unsafe { *self.cell.get() }
+        }
+        #[cfg(hakmem_loom)]
+        {
+            // SAFETY: no concurrent writer, by the caller's promise.
+            self.cell.with(|p| unsafe { *p })
+        }
+    }
+
+    /// Write the value.
+    ///
+    /// # Safety
+    /// As for [`Guarded::with_mut`].
+    #[inline(always)]
+    pub(crate) unsafe fn set(&self, value: T) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.with_mut(|v| *v = value) }
+    }
+}
+
+// SAFETY: a `Guarded` hands out access only through `unsafe` methods whose
+// callers promise the serialisation its declaration states; with that, sharing
+// it between threads is sound for any `T: Send`.
+unsafe impl<T: Send> Sync for Guarded<T> {}
+// SAFETY: moving the cell moves the `T`.
+unsafe impl<T: Send> Send for Guarded<T> {}
+
+/// A mutual-exclusion lock for the cold side (page pool, heap pool, Large
+/// cache). Never taken on a fast path.
+pub(crate) struct Mutex<T> {
+    #[cfg(not(hakmem_loom))]
+    inner: spin::mutex::SpinMutex<T>,
+    #[cfg(hakmem_loom)]
+    inner: loom::sync::Mutex<T>,
+}
+
+#[cfg(not(hakmem_loom))]
+pub(crate) type MutexGuard<'a, T> = spin::mutex::SpinMutexGuard<'a, T>;
+#[cfg(hakmem_loom)]
+pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
+impl<T> Mutex<T> {
+    #[cfg(not(hakmem_loom))]
+    pub(crate) const fn new(value: T) -> Self {
+        Self {
+            inner: spin::mutex::SpinMutex::new(value),
+        }
+    }
+    #[cfg(hakmem_loom)]
+    pub(crate) fn new(value: T) -> Self {
+        Self {
+            inner: loom::sync::Mutex::new(value),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        #[cfg(not(hakmem_loom))]
+        {
+            self.inner.lock()
+        }
+        #[cfg(hakmem_loom)]
+        {
+            self.inner.lock().unwrap()
+        }
+    }
+
+    /// Release the lock held by a guard that was forgotten (`fork` support:
+    /// the child process unlocks what the parent locked before forking).
+    ///
+    /// # Safety
+    /// The lock is held, by a guard that was leaked, and nothing else will use
+    /// that guard.
+    #[cfg(not(hakmem_loom))]
+    pub(crate) unsafe fn force_unlock(&self) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.inner.force_unlock() }
+    }
+}
+
+/// Declare a function `const` except under loom, whose primitives cannot be
+/// built in a const context.
+macro_rules! const_unless_loom {
+    ($(#[$m:meta])* $vis:vis fn $name:ident $($rest:tt)*) => {
+        #[cfg(not(hakmem_loom))]
+        $(#[$m])* $vis const fn $name $($rest)*
+        #[cfg(hakmem_loom)]
+        $(#[$m])* $vis fn $name $($rest)*
+    };
+}
+pub(crate) use const_unless_loom;

@@ -1,0 +1,247 @@
+//! [`MmapSource`]: the core's `PageSource` over Linux `mmap`, through rustix's
+//! raw system calls (no libc).
+
+use core::ffi::c_void;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use hakmem_core::{PageSource, Purged, Reservation};
+use rustix::mm::{self, Advice, MapFlags, MremapFlags, ProtFlags};
+
+/// Granularity of the region registry and minimum region alignment: the
+/// server geometry's segment size.
+const GRAN_SHIFT: u32 = 21;
+const GRAN: usize = 1 << GRAN_SHIFT;
+/// User addresses below `2^ADDR_BITS` (x86-64 four-level and AArch64 48-bit).
+const ADDR_BITS: u32 = 48;
+const MAP_WORDS: usize = 1 << (ADDR_BITS - GRAN_SHIFT - 6);
+
+/// One bit per 2 MiB of address space: set iff a live region starts there.
+/// 16 MiB of zero-initialised `.bss`; only the pages that hold set bits are
+/// ever touched, so it costs a few KiB of memory.
+static REGISTRY: [AtomicU64; MAP_WORDS] = [const { AtomicU64::new(0) }; MAP_WORDS];
+
+/// Where the next aligned reservation is attempted (see `reserve`).
+static HINT: AtomicUsize = AtomicUsize::new(HINT_START);
+const HINT_START: usize = 2 << 40; // 2 TiB
+const HINT_END: usize = 64 << 40;
+
+#[inline(always)]
+fn registry_slot(addr: usize) -> Option<(&'static AtomicU64, u64)> {
+    // One test covers "aligned to the granule" and "below 2^ADDR_BITS".
+    if addr & ((GRAN - 1) | !((1usize << ADDR_BITS) - 1)) != 0 {
+        return None;
+    }
+    let bit = addr >> GRAN_SHIFT;
+    Some((&REGISTRY[bit >> 6], 1u64 << (bit & 63)))
+}
+
+/// What [`MmapSource`] does to purge free pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PurgeMode {
+    /// `MADV_DONTNEED`: memory is returned at once and reads back as zero.
+    DontNeed,
+    /// `MADV_FREE`: the kernel reclaims lazily, under memory pressure.
+    Free,
+    /// Never purge.
+    Off,
+}
+
+/// Anonymous private mappings, aligned by reserving at aligned address hints
+/// (and trimming an oversized mapping when a hint is taken).
+///
+/// All `MmapSource`s of a process share one registry of region bases, so
+/// [`owns`](PageSource::owns) answers for regions of any of them.
+pub struct MmapSource {
+    purge: AtomicUsize,
+}
+
+impl MmapSource {
+    /// A source that purges with `MADV_DONTNEED`.
+    pub const fn new() -> MmapSource {
+        MmapSource {
+            purge: AtomicUsize::new(0),
+        }
+    }
+
+    /// Choose how free pages are purged.
+    pub fn set_purge_mode(&self, mode: PurgeMode) {
+        let v = match mode {
+            PurgeMode::DontNeed => 0,
+            PurgeMode::Free => 1,
+            PurgeMode::Off => 2,
+        };
+        self.purge.store(v, Ordering::Relaxed);
+    }
+
+    fn map(hint: usize, size: usize, fixed: bool) -> Option<*mut u8> {
+        let flags = MapFlags::PRIVATE
+            | MapFlags::NORESERVE
+            | if fixed {
+                MapFlags::FIXED_NOREPLACE
+            } else {
+                MapFlags::empty()
+            };
+        // SAFETY: an anonymous mapping; without MAP_FIXED it never replaces
+        // an existing mapping (MAP_FIXED_NOREPLACE fails instead).
+        let p = unsafe {
+            mm::mmap_anonymous(
+                ptr::without_provenance_mut(hint),
+                size,
+                ProtFlags::READ | ProtFlags::WRITE,
+                flags,
+            )
+        };
+        p.ok().map(|p| p.cast::<u8>())
+    }
+
+    fn unmap(p: *mut u8, size: usize) {
+        if size != 0 {
+            // SAFETY: callers pass a range of a mapping of ours that nothing uses.
+            let r = unsafe { mm::munmap(p.cast::<c_void>(), size) };
+            debug_assert!(r.is_ok());
+        }
+    }
+
+    /// An anonymous mapping of `size` bytes aligned to `align`, unregistered.
+    fn map_aligned(size: usize, align: usize) -> Option<*mut u8> {
+        // First try an aligned hint: one system call when the address is free.
+        let step = size.checked_next_multiple_of(align)?;
+        let hint = HINT.fetch_add(step, Ordering::Relaxed);
+        let hint = hint.next_multiple_of(align);
+        if hint.checked_add(step).is_some_and(|end| end <= HINT_END) {
+            if let Some(p) = Self::map(hint, size, true) {
+                if p.addr() % align == 0 {
+                    return Some(p);
+                }
+                Self::unmap(p, size);
+            }
+        } else {
+            // Wrap around; a taken hint only costs the fallback below.
+            HINT.store(HINT_START, Ordering::Relaxed);
+        }
+        // Fallback: over-reserve and trim both ends.
+        let over = size.checked_add(align)?;
+        let p = Self::map(0, over, false)?;
+        let start = p.addr().next_multiple_of(align);
+        let head = start - p.addr();
+        Self::unmap(p, head);
+        let base = p.wrapping_add(head);
+        Self::unmap(base.wrapping_add(size), over - head - size);
+        Some(base)
+    }
+}
+
+impl Default for MmapSource {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: regions are fresh anonymous mappings (zeroed, readable, writable,
+// disjoint); `owns` reads the registry, which `reserve`/`release`/`resize`
+// keep exact for region bases; nothing here allocates.
+unsafe impl PageSource for MmapSource {
+    fn reserve(&self, size: usize, align: usize) -> Option<Reservation> {
+        let align = align.max(GRAN);
+        let base = Self::map_aligned(size, align)?;
+        let Some((word, bit)) = registry_slot(base.addr()) else {
+            Self::unmap(base, size);
+            return None;
+        };
+        word.fetch_or(bit, Ordering::Release);
+        Some(Reservation {
+            base: NonNull::new(base)?,
+            zeroed: true,
+        })
+    }
+
+    unsafe fn release(&self, base: NonNull<u8>, size: usize) {
+        if let Some((word, bit)) = registry_slot(base.as_ptr().addr()) {
+            word.fetch_and(!bit, Ordering::Release);
+        }
+        Self::unmap(base.as_ptr(), size);
+    }
+
+    unsafe fn purge(&self, ptr: NonNull<u8>, len: usize) -> Purged {
+        let (advice, result) = match self.purge.load(Ordering::Relaxed) {
+            0 => (Advice::LinuxDontNeed, Purged::Zeroed),
+            1 => (Advice::LinuxFree, Purged::Lazily),
+            _ => return Purged::No,
+        };
+        // SAFETY: the caller gives a page-aligned range of a live mapping
+        // whose contents it no longer needs.
+        match unsafe { mm::madvise(ptr.as_ptr().cast(), len, advice) } {
+            Ok(()) => result,
+            Err(_) => Purged::No,
+        }
+    }
+
+    unsafe fn resize(
+        &self,
+        base: NonNull<u8>,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+        may_move: bool,
+    ) -> Option<NonNull<u8>> {
+        let old = base.as_ptr();
+        // In place first: shrinking always works, growing when the addresses
+        // after the mapping are free.
+        // SAFETY: `old` is a live mapping of `old_size` bytes of ours.
+        if unsafe { mm::mremap(old.cast(), old_size, new_size, MremapFlags::empty()) }.is_ok() {
+            return Some(base);
+        }
+        if !may_move {
+            return None;
+        }
+        // Move the pages (no copy) onto a fresh aligned reservation.
+        let target = Self::map_aligned(new_size, align.max(GRAN))?;
+        let (new_word, new_bit) = match registry_slot(target.addr()) {
+            Some(s) => s,
+            None => {
+                Self::unmap(target, new_size);
+                return None;
+            }
+        };
+        // SAFETY: both ranges are mappings of ours; MREMAP_FIXED atomically
+        // replaces the reservation at `target` with the moved pages.
+        let moved = unsafe {
+            mm::mremap_fixed(
+                old.cast(),
+                old_size,
+                new_size,
+                MremapFlags::MAYMOVE,
+                target.cast(),
+            )
+        };
+        if moved.is_err() {
+            Self::unmap(target, new_size);
+            return None;
+        }
+        new_word.fetch_or(new_bit, Ordering::Release);
+        if let Some((word, bit)) = registry_slot(old.addr()) {
+            word.fetch_and(!bit, Ordering::Release);
+        }
+        NonNull::new(target)
+    }
+
+    #[inline(always)]
+    fn owns(&self, addr: usize) -> bool {
+        match registry_slot(addr) {
+            // Relaxed: a pointer into a region reaches a freeing thread only
+            // through synchronisation that follows the Release that set the bit.
+            Some((word, bit)) => word.load(Ordering::Relaxed) & bit != 0,
+            None => false,
+        }
+    }
+
+    fn page_size(&self) -> usize {
+        rustix::param::page_size()
+    }
+
+    fn now_ms(&self) -> u64 {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
+    }
+}
