@@ -1025,6 +1025,17 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         true
     }
 
+    /// Pages of metadata span that heaps are carved from: room for a few heaps.
+    const META_PAGES: usize = {
+        let heap = core::mem::size_of::<Heap>().next_multiple_of(64);
+        let pages = (4 * heap).div_ceil(Geo::<G>::PAGE_SIZE);
+        if pages > Geo::<G>::MAX_SPAN {
+            Geo::<G>::MAX_SPAN
+        } else {
+            pages
+        }
+    };
+
     fn acquire_heap(&self) -> *mut Heap {
         let size = core::mem::size_of::<Heap>().next_multiple_of(64);
         loop {
@@ -1034,7 +1045,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 if !h.is_null() {
                     return h;
                 }
-                if hp.arena.addr() + size <= hp.arena_end.addr() && !hp.arena.is_null() {
+                if !hp.arena.is_null() && hp.arena.addr() + size <= hp.arena_end.addr() {
                     let h = hp.arena.cast::<Heap>();
                     hp.arena = hp.arena.wrapping_add(size);
                     hp.carved += 1;
@@ -1043,15 +1054,21 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                     return h;
                 }
             }
-            let Some(seg) = self.new_segment(seg_kind::META, kind::META) else {
+            // A span of pages from the pool, kept for metadata for good.
+            let Some(d) = self.take_from_pool(Self::META_PAGES, false) else {
                 return ptr::null_mut();
             };
+            let seg = Geo::<G>::segment_of(d);
+            let (area, len) = Geo::<G>::span_area(seg, Geo::<G>::desc_index(d), Self::META_PAGES);
+            // SAFETY: the pool gave us the span; nothing else references it.
+            unsafe {
+                Self::mark_span(d, Self::META_PAGES, ptr::null_mut(), info(0, kind::META, 0))
+            };
+            let start = area.map_addr(|a| a.next_multiple_of(64));
             let mut hp = self.heaps.lock();
-            hp.arena = seg
-                .cast::<u8>()
-                .wrapping_add(Geo::<G>::HEADER_SIZE.next_multiple_of(64));
-            hp.arena_end = seg.cast::<u8>().wrapping_add(Geo::<G>::SEGMENT_SIZE);
-            hp.meta_segments += 1;
+            hp.arena = start;
+            hp.arena_end = area.wrapping_add(len);
+            hp.meta_pages += Self::META_PAGES;
         }
     }
 
@@ -1499,9 +1516,9 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             let p = self.pool.lock();
             (p.segments, p.empty_segments, p.pages_in_use)
         };
-        let (heaps, abandoned_heaps, meta_segments) = {
+        let (heaps, abandoned_heaps, meta_pages) = {
             let h = self.heaps.lock();
-            (h.carved, h.abandoned_count, h.meta_segments)
+            (h.carved, h.abandoned_count, h.meta_pages)
         };
         let (large_live, large_live_bytes, large_cached_bytes) = {
             let l = self.large.lock();
@@ -1510,13 +1527,14 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         Stats {
             segments,
             empty_segments,
-            pages_in_use,
+            pages_in_use: pages_in_use - meta_pages,
+            meta_pages,
             heaps,
             abandoned_heaps,
             large_live,
             large_live_bytes,
             large_cached_bytes,
-            bytes_reserved: (segments + meta_segments) * Geo::<G>::SEGMENT_SIZE
+            bytes_reserved: segments * Geo::<G>::SEGMENT_SIZE
                 + large_live_bytes
                 + large_cached_bytes,
         }

@@ -210,8 +210,8 @@ pub(crate) struct HeapPool {
     pub arena_end: *mut u8,
     /// Heaps ever carved.
     pub carved: usize,
-    /// Metadata segments reserved.
-    pub meta_segments: usize,
+    /// Pages taken from the pool for metadata (never given back).
+    pub meta_pages: usize,
 }
 
 // SAFETY: raw pointers into metadata memory that is never released; the pool
@@ -227,7 +227,7 @@ impl HeapPool {
             arena: ptr::null_mut(),
             arena_end: ptr::null_mut(),
             carved: 0,
-            meta_segments: 0,
+            meta_pages: 0,
         }
     }
 

@@ -9,6 +9,8 @@ pub struct Stats {
     pub empty_segments: usize,
     /// Pages handed to heaps (spans in use or in a heap's span cache).
     pub pages_in_use: usize,
+    /// Pages holding heap metadata (kept for good; heaps are recycled).
+    pub meta_pages: usize,
     /// Heaps ever created (each thread that allocated needed one at a time).
     pub heaps: usize,
     /// Heaps owning spans whose thread has gone, waiting for adoption.
