@@ -34,13 +34,14 @@ use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
 use crate::block::{self, Block};
+use crate::check;
 use crate::class::{self, FIRST_MID, NUM_CLASSES, NUM_TINY, TINY_MAX};
 use crate::config::{Config, ConfigError};
 use crate::heap::{Heap, HeapOwned, LocalHeap};
 use crate::pool::{HeapPool, LargeCache, LargeEntry, Pool};
 use crate::segment::{
-    Geo, Geometry, PageDesc, PageFlags, SegmentHeader, Server, info, info_class, info_head_off,
-    info_kind, kind, seg_kind,
+    Geo, Geometry, PageDesc, PageFlags, SegmentHeader, Server, info, info_class, info_head_off, info_kind, kind,
+    seg_kind,
 };
 use crate::source::{PageSource, Purged};
 use crate::stats::Stats;
@@ -82,10 +83,7 @@ impl core::fmt::Display for Fault {
 
 impl Fault {
     fn at(kind: FaultKind, p: *mut u8) -> Fault {
-        Fault {
-            kind,
-            addr: p.addr(),
-        }
+        Fault { kind, addr: p.addr() }
     }
 }
 
@@ -218,12 +216,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         let d = Geo::<G>::desc_of(ptr);
         // SAFETY: `seg` is a live region of ours, so its descriptors are
         // readable. Relaxed: see `PageDesc::owner`.
-        let (owner, inf) = unsafe {
-            (
-                (*d).owner.load(Ordering::Relaxed),
-                (*d).info.load(Ordering::Relaxed),
-            )
-        };
+        let (owner, inf) = unsafe { ((*d).owner.load(Ordering::Relaxed), (*d).info.load(Ordering::Relaxed)) };
         if owner != heap.id {
             // SAFETY: forwarded from the caller.
             return unsafe { self.free_remote(owner, inf, ptr) };
@@ -291,12 +284,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         }
         let d = Geo::<G>::desc_of(ptr);
         // SAFETY: as in `free`.
-        let (owner, inf) = unsafe {
-            (
-                (*d).owner.load(Ordering::Relaxed),
-                (*d).info.load(Ordering::Relaxed),
-            )
-        };
+        let (owner, inf) = unsafe { ((*d).owner.load(Ordering::Relaxed), (*d).info.load(Ordering::Relaxed)) };
         // SAFETY: forwarded from the caller.
         unsafe { self.free_remote(owner, inf, ptr) }
     }
@@ -351,9 +339,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             if self.source.owns(seg.addr()) {
                 // SAFETY: a live region of ours starts at `seg`; every region
                 // starts with a header.
-                let hit = unsafe {
-                    Geo::<G>::is_live(seg, seg_kind::LARGE) && (*seg).block_offset.get() == back
-                };
+                let hit = unsafe { Geo::<G>::is_live(seg, seg_kind::LARGE) && (*seg).block_offset.get() == back };
                 if hit {
                     return Some(seg);
                 }
@@ -368,13 +354,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     /// # Safety
     /// `b` is a live block of the span of `d`, owned by `heap`'s heap.
     #[inline(never)]
-    unsafe fn free_local_slow(
-        &self,
-        heap: &mut LocalHeap,
-        d: *mut PageDesc,
-        inf: u32,
-        b: *mut Block,
-    ) {
+    unsafe fn free_local_slow(&self, heap: &mut LocalHeap, d: *mut PageDesc, inf: u32, b: *mut Block) {
         let c = info_class(inf);
         let h = heap.id;
         // SAFETY: `heap` holds `h`, so its owned state is ours.
@@ -560,11 +540,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     unsafe fn mark_span(d: *mut PageDesc, pages: usize, owner: *mut Heap, first_info: u32) {
         for i in 0..pages {
             let di = d.wrapping_add(i);
-            let inf = if info_kind(first_info) == kind::SMALL {
-                first_info + ((i as u32) << 16)
-            } else {
-                first_info
-            };
+            let inf = if info_kind(first_info) == kind::SMALL { first_info + ((i as u32) << 16) } else { first_info };
             // SAFETY: descriptors of a live segment. Relaxed: no block of the
             // span is live, so no free reads these now; the next reader learns
             // of a block only through synchronisation that follows this store.
@@ -586,12 +562,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             Self::mark_span(d, pages, ptr::null_mut(), info(0, kind::FREE, 0));
             let seg = Geo::<G>::segment_of(d);
             let idx = Geo::<G>::desc_index(d);
-            let release = self.pool.lock().give_span::<G>(
-                seg,
-                idx,
-                pages,
-                self.config.segment_reserve as usize,
-            );
+            let release = self.pool.lock().give_span::<G>(seg, idx, pages, self.config.segment_reserve as usize);
             if let Some(seg) = release {
                 self.release_segment(seg, Geo::<G>::SEGMENT_SIZE);
             }
@@ -606,8 +577,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         // stays mapped.
         unsafe {
             (*seg).cookie = 0;
-            self.source
-                .release(NonNull::new_unchecked(seg.cast()), size);
+            self.source.release(NonNull::new_unchecked(seg.cast()), size);
         }
     }
 
@@ -615,12 +585,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     ///
     /// # Safety
     /// `o` is `h`'s owned state, held by the caller.
-    unsafe fn acquire_span(
-        &self,
-        h: *mut Heap,
-        o: &mut HeapOwned,
-        c: usize,
-    ) -> Option<*mut PageDesc> {
+    unsafe fn acquire_span(&self, h: *mut Heap, o: &mut HeapOwned, c: usize) -> Option<*mut PageDesc> {
         let pages = Geo::<G>::SPAN[c] as usize;
         let first_ok = Geo::<G>::FIRST_PAGE_OK & (1 << c) != 0;
         // SAFETY: cached spans are the heap's; the pool hands out spans
@@ -650,20 +615,14 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
 
     /// # Safety
     /// `o` is held by the caller.
-    unsafe fn take_cached(
-        &self,
-        o: &mut HeapOwned,
-        pages: usize,
-        first_ok: bool,
-    ) -> Option<*mut PageDesc> {
+    unsafe fn take_cached(&self, o: &mut HeapOwned, pages: usize, first_ok: bool) -> Option<*mut PageDesc> {
         let mut prev: *mut PageDesc = ptr::null_mut();
         let mut d = o.cache;
         while !d.is_null() {
             // SAFETY: cached spans belong to the heap; their fields are ours.
             unsafe {
                 let next = (*d).next.get();
-                let on_first =
-                    Geo::<G>::PARTIAL_FIRST && Geo::<G>::desc_index(d) == Geo::<G>::FIRST_PAGE;
+                let on_first = Geo::<G>::PARTIAL_FIRST && Geo::<G>::desc_index(d) == Geo::<G>::FIRST_PAGE;
                 if (*d).span.get() as usize == pages && (first_ok || !on_first) {
                     if prev.is_null() {
                         o.cache = next;
@@ -727,14 +686,13 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     #[inline]
     fn class_for(size: usize, align: usize) -> Option<usize> {
         let s = class::round_up(size, align)?;
-        let c =
-            if s <= TINY_MAX && (Geo::<G>::PAGE_SIZE >= TINY_MAX || align <= Geo::<G>::PAGE_SIZE) {
-                class::tiny_class(s)
-            } else if s <= Geo::<G>::MID_MAX && align <= Geo::<G>::PAGE_SIZE {
-                class::mid_class(s)
-            } else {
-                return None;
-            };
+        let c = if s <= TINY_MAX && (Geo::<G>::PAGE_SIZE >= TINY_MAX || align <= Geo::<G>::PAGE_SIZE) {
+            class::tiny_class(s)
+        } else if s <= Geo::<G>::MID_MAX && align <= Geo::<G>::PAGE_SIZE {
+            class::mid_class(s)
+        } else {
+            return None;
+        };
         (Geo::<G>::SPAN[c] != 0).then_some(c)
     }
 
@@ -759,21 +717,19 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
 
     /// # Safety
     /// `heap` is attached to `h`, and `o` is `h`'s owned state.
-    unsafe fn alloc_small(
-        &self,
-        heap: &mut LocalHeap,
-        h: *mut Heap,
-        o: &mut HeapOwned,
-        c: usize,
-    ) -> *mut u8 {
+    unsafe fn alloc_small(&self, heap: &mut LocalHeap, h: *mut Heap, o: &mut HeapOwned, c: usize) -> *mut u8 {
         // SAFETY: forwarded.
         unsafe {
             self.drain_remote(h, o, self.config.drain_budget as usize);
-            if class::is_tiny(c) {
-                self.refill_tiny(heap, h, o, c)
-            } else {
-                self.refill_mid(heap, h, o, c)
+            let p = if class::is_tiny(c) { self.refill_tiny(heap, h, o, c) } else { self.refill_mid(heap, h, o, c) };
+            if check::ENABLED {
+                check::heap::<G>(h, o);
+                let cur = if class::is_tiny(c) { heap.tiny[c].page } else { o.mid_current[c] };
+                if !cur.is_null() {
+                    check::span::<G>(cur, h);
+                }
             }
+            p
         }
     }
 
@@ -823,12 +779,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     ///
     /// # Safety
     /// As for `return_list`.
-    unsafe fn return_some(
-        &self,
-        o: &mut HeapOwned,
-        mut list: *mut Block,
-        left: &mut usize,
-    ) -> *mut Block {
+    unsafe fn return_some(&self, o: &mut HeapOwned, mut list: *mut Block, left: &mut usize) -> *mut Block {
         while !list.is_null() && *left > 0 {
             // SAFETY: forwarded.
             unsafe {
@@ -845,13 +796,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     ///
     /// # Safety
     /// `heap` is attached to `h`; `o` is `h`'s owned state.
-    unsafe fn refill_tiny(
-        &self,
-        heap: &mut LocalHeap,
-        h: *mut Heap,
-        o: &mut HeapOwned,
-        c: usize,
-    ) -> *mut u8 {
+    unsafe fn refill_tiny(&self, heap: &mut LocalHeap, h: *mut Heap, o: &mut HeapOwned, c: usize) -> *mut u8 {
         let bin = &mut heap.tiny[c];
         // SAFETY: owner-only state of spans `h` owns.
         unsafe {
@@ -945,13 +890,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     ///
     /// # Safety
     /// As for `refill_tiny`.
-    unsafe fn refill_mid(
-        &self,
-        heap: &mut LocalHeap,
-        h: *mut Heap,
-        o: &mut HeapOwned,
-        c: usize,
-    ) -> *mut u8 {
+    unsafe fn refill_mid(&self, heap: &mut LocalHeap, h: *mut Heap, o: &mut HeapOwned, c: usize) -> *mut u8 {
         let bin = &mut heap.mid[c - FIRST_MID];
         let want = (bin.cap as usize).div_ceil(2) + 1;
         let mut got: *mut Block = ptr::null_mut();
@@ -1029,11 +968,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     const META_PAGES: usize = {
         let heap = core::mem::size_of::<Heap>().next_multiple_of(64);
         let pages = (4 * heap).div_ceil(Geo::<G>::PAGE_SIZE);
-        if pages > Geo::<G>::MAX_SPAN {
-            Geo::<G>::MAX_SPAN
-        } else {
-            pages
-        }
+        if pages > Geo::<G>::MAX_SPAN { Geo::<G>::MAX_SPAN } else { pages }
     };
 
     fn acquire_heap(&self) -> *mut Heap {
@@ -1061,9 +996,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             let seg = Geo::<G>::segment_of(d);
             let (area, len) = Geo::<G>::span_area(seg, Geo::<G>::desc_index(d), Self::META_PAGES);
             // SAFETY: the pool gave us the span; nothing else references it.
-            unsafe {
-                Self::mark_span(d, Self::META_PAGES, ptr::null_mut(), info(0, kind::META, 0))
-            };
+            unsafe { Self::mark_span(d, Self::META_PAGES, ptr::null_mut(), info(0, kind::META, 0)) };
             let start = area.map_addr(|a| a.next_multiple_of(64));
             let mut hp = self.heaps.lock();
             hp.arena = start;
@@ -1127,6 +1060,9 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             }
             self.drain_remote(h, o, usize::MAX);
             self.flush_cache(o);
+            if check::ENABLED {
+                check::heap::<G>(h, o);
+            }
             o.spans != 0
         }
     }
@@ -1188,10 +1124,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             }
         }
         let mut cache = self.large.lock();
-        let mut drained = [LargeEntry {
-            seg: ptr::null_mut(),
-            size: 0,
-        }; crate::pool::LARGE_CACHE_SLOTS];
+        let mut drained = [LargeEntry { seg: ptr::null_mut(), size: 0 }; crate::pool::LARGE_CACHE_SLOTS];
         let mut n = 0;
         cache.drain(|e| {
             drained[n] = e;
@@ -1214,39 +1147,37 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     // Large
     // ------------------------------------------------------------------
 
-    /// Offset of the block in a Large region aligned to at most a page.
-    fn large_plain_offset(&self) -> usize {
-        Geo::<G>::HEADER_SIZE.next_multiple_of(self.source.page_size())
-    }
+    /// Offset of the block in a Large region whose alignment the header
+    /// already satisfies; only such regions are cached.
+    const LARGE_PLAIN_OFFSET: usize = Geo::<G>::HEADER_SIZE;
 
     /// Allocate a Large block of `size` bytes at `align`.
     #[inline(never)]
     fn alloc_large(&self, size: usize, align: usize, zero: bool) -> *mut u8 {
         let ps = self.source.page_size();
         let seg_size = Geo::<G>::SEGMENT_SIZE;
-        let (offset, region_align) = if align < seg_size {
-            let Some(o) = class::round_up(Geo::<G>::HEADER_SIZE, align.max(ps)) else {
-                return ptr::null_mut();
-            };
-            (o, seg_size)
-        } else {
-            (align, align)
+        // The block follows the header, aligned; its header must be the one
+        // `ptr & !SEGMENT_MASK` finds. When the aligned offset would leave the
+        // first segment, the block goes exactly `offset` past a region aligned
+        // to `offset`, and a free finds the header by probing (see
+        // `find_huge_aligned`).
+        let Some(mut offset) = class::round_up(Geo::<G>::HEADER_SIZE, align) else {
+            return ptr::null_mut();
         };
-        let Some(region) = offset
-            .checked_add(size)
-            .and_then(|n| class::round_up(n, ps))
-        else {
+        let region_align = if offset < seg_size {
+            seg_size
+        } else {
+            offset = align.max(seg_size);
+            offset
+        };
+        let Some(region) = offset.checked_add(size).and_then(|n| class::round_up(n, ps)) else {
             return ptr::null_mut();
         };
         if region > isize::MAX as usize {
             return ptr::null_mut();
         }
-        let cacheable = offset == self.large_plain_offset();
-        let cached = if cacheable {
-            self.large.lock().take(region)
-        } else {
-            None
-        };
+        let cacheable = offset == Self::LARGE_PLAIN_OFFSET;
+        let cached = if cacheable { self.large.lock().take(region) } else { None };
         let (seg, zeroed, region) = match cached {
             Some(e) => {
                 let seg = e.seg;
@@ -1254,16 +1185,8 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 let mut rsize = e.size;
                 if rsize > region {
                     // SAFETY: the cached region is ours; shrinking keeps the base.
-                    if unsafe {
-                        self.source.resize(
-                            NonNull::new_unchecked(seg.cast()),
-                            rsize,
-                            region,
-                            seg_size,
-                            false,
-                        )
-                    }
-                    .is_some()
+                    if unsafe { self.source.resize(NonNull::new_unchecked(seg.cast()), rsize, region, seg_size, false) }
+                        .is_some()
                     {
                         rsize = region;
                     }
@@ -1314,9 +1237,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         let seg = Geo::<G>::segment_of(ptr);
         // SAFETY: the region is live, its header readable.
         unsafe {
-            if !Geo::<G>::is_live(seg, seg_kind::LARGE)
-                || seg.cast::<u8>().add((*seg).block_offset.get()) != ptr
-            {
+            if !Geo::<G>::is_live(seg, seg_kind::LARGE) || seg.cast::<u8>().add((*seg).block_offset.get()) != ptr {
                 return Err(Fault::at(FaultKind::NotABlock, ptr));
             }
             self.release_large(seg)
@@ -1328,17 +1249,14 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     unsafe fn release_large(&self, seg: *mut SegmentHeader) -> Result<(), Fault> {
         // SAFETY: the header is ours.
         let (size, offset) = unsafe { ((*seg).region_size.get(), (*seg).block_offset.get()) };
-        let mut evicted = [LargeEntry {
-            seg: ptr::null_mut(),
-            size: 0,
-        }; crate::pool::LARGE_CACHE_SLOTS + 1];
+        let mut evicted = [LargeEntry { seg: ptr::null_mut(), size: 0 }; crate::pool::LARGE_CACHE_SLOTS + 1];
         let mut n = 0;
         {
             let mut lc = self.large.lock();
             lc.live -= 1;
             lc.live_bytes -= size;
             let e = LargeEntry { seg, size };
-            if offset == self.large_plain_offset() {
+            if offset == Self::LARGE_PLAIN_OFFSET {
                 // Mark the block's descriptor so a second free of it is caught.
                 // SAFETY: the region is ours; the descriptor is in its header.
                 unsafe {
@@ -1428,8 +1346,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         let seg = Geo::<G>::segment_of(ptr);
         // SAFETY: `usable_size` vouched for the block.
         let is_large = !self.source.owns(seg.addr())
-            || unsafe { info_kind((*Geo::<G>::desc_of(ptr)).info.load(Ordering::Relaxed)) }
-                == kind::LARGE;
+            || unsafe { info_kind((*Geo::<G>::desc_of(ptr)).info.load(Ordering::Relaxed)) } == kind::LARGE;
         if !is_large {
             // SAFETY: a live small block.
             let c = unsafe { (*Geo::<G>::desc_of(ptr)).class() };
@@ -1438,7 +1355,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             }
         } else if new_class.is_none() {
             // SAFETY: a live Large block of ours.
-            if let Some(p) = unsafe { self.realloc_large_in_place(ptr, usable, new_size, align) } {
+            if let Some(p) = unsafe { self.realloc_large_in_place(ptr, usable, new_size) } {
                 return Ok(p);
             }
         }
@@ -1463,13 +1380,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     ///
     /// # Safety
     /// `ptr` is a live Large block with `usable` bytes.
-    unsafe fn realloc_large_in_place(
-        &self,
-        ptr: *mut u8,
-        usable: usize,
-        new_size: usize,
-        align: usize,
-    ) -> Option<*mut u8> {
+    unsafe fn realloc_large_in_place(&self, ptr: *mut u8, usable: usize, new_size: usize) -> Option<*mut u8> {
         let seg = Geo::<G>::segment_of(ptr);
         if seg.cast::<u8>() == ptr {
             // Aligned to a segment or more: only a fitting size stays.
@@ -1488,14 +1399,9 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 return None;
             }
             let base = NonNull::new_unchecked(seg.cast::<u8>());
-            let may_move = align <= ps;
-            let nb = self.source.resize(
-                base,
-                old_region,
-                new_region,
-                Geo::<G>::SEGMENT_SIZE,
-                may_move,
-            )?;
+            // Moving keeps the block's offset from a segment-aligned base, so
+            // its alignment survives.
+            let nb = self.source.resize(base, old_region, new_region, Geo::<G>::SEGMENT_SIZE, true)?;
             let nseg = nb.as_ptr().cast::<SegmentHeader>();
             (*nseg).cookie = nseg.addr() ^ crate::segment::COOKIE_KEY;
             (*nseg).region_size.set(new_region);
@@ -1534,9 +1440,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             large_live,
             large_live_bytes,
             large_cached_bytes,
-            bytes_reserved: segments * Geo::<G>::SEGMENT_SIZE
-                + large_live_bytes
-                + large_cached_bytes,
+            bytes_reserved: segments * Geo::<G>::SEGMENT_SIZE + large_live_bytes + large_cached_bytes,
         }
     }
 
@@ -1553,10 +1457,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             return Purged::No;
         }
         // SAFETY: forwarded: the range is inside a live region and unused.
-        unsafe {
-            self.source
-                .purge(NonNull::new_unchecked(start), end - start.addr())
-        }
+        unsafe { self.source.purge(NonNull::new_unchecked(start), end - start.addr()) }
     }
 
     /// Take every lock of the cold side, so a `fork` sees consistent state.
@@ -1601,3 +1502,12 @@ impl<G: Geometry> Geo<G> {
 }
 
 const _: () = assert!(NUM_CLASSES <= 64);
+
+/// Head descriptor of the span holding block `p` (tests).
+#[cfg(test)]
+pub(crate) fn head_desc<G: Geometry>(p: *mut u8) -> *mut PageDesc {
+    let d = Geo::<G>::desc_of(p);
+    // SAFETY: the caller passes a live block, so its descriptor is readable.
+    let inf = unsafe { (*d).info.load(Ordering::Relaxed) };
+    d.wrapping_sub(info_head_off(inf))
+}

@@ -62,9 +62,7 @@ impl Config {
     /// Check every field against its range.
     pub const fn validate(self) -> Result<Config, ConfigError> {
         if self.tiny_heap_classes >> NUM_TINY != 0 {
-            return Err(ConfigError(
-                "tiny_heap_classes names a class above the Tiny tier",
-            ));
+            return Err(ConfigError("tiny_heap_classes names a class above the Tiny tier"));
         }
         if self.mid_ring as usize > RING_MAX {
             return Err(ConfigError("mid_ring is above RING_MAX (16)"));

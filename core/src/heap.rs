@@ -189,30 +189,15 @@ pub struct LocalHeap {
 // it to another thread is sound because it is used by one holder at a time.
 unsafe impl Send for LocalHeap {}
 
-const EMPTY_TINY: TinyBin = TinyBin {
-    free: ptr::null_mut(),
-    page: ptr::null_mut(),
-    mag: ptr::null_mut(),
-    mag_len: 0,
-    mag_cap: 0,
-};
-const EMPTY_MID: MidBin = MidBin {
-    len: 0,
-    cap: 0,
-    lifo_len: 0,
-    lifo_cap: 0,
-    lifo: ptr::null_mut(),
-    ring: [ptr::null_mut(); RING_MAX],
-};
+const EMPTY_TINY: TinyBin =
+    TinyBin { free: ptr::null_mut(), page: ptr::null_mut(), mag: ptr::null_mut(), mag_len: 0, mag_cap: 0 };
+const EMPTY_MID: MidBin =
+    MidBin { len: 0, cap: 0, lifo_len: 0, lifo_cap: 0, lifo: ptr::null_mut(), ring: [ptr::null_mut(); RING_MAX] };
 
 impl LocalHeap {
     /// A detached heap.
     pub const fn new() -> LocalHeap {
-        LocalHeap {
-            id: Self::DETACHED,
-            tiny: [EMPTY_TINY; NUM_TINY + 1],
-            mid: [EMPTY_MID; NUM_MID],
-        }
+        LocalHeap { id: Self::DETACHED, tiny: [EMPTY_TINY; NUM_TINY + 1], mid: [EMPTY_MID; NUM_MID] }
     }
 
     /// The identity of a detached heap: non-null (so it never equals the null
@@ -228,11 +213,7 @@ impl LocalHeap {
     /// Set the bins' capacities from `config` (on attach).
     pub(crate) fn configure(&mut self, config: &Config) {
         for c in 1..=NUM_TINY {
-            self.tiny[c].mag_cap = if config.is_tiny_heap_class(c) {
-                0
-            } else {
-                config.tiny_mag_cap as u32
-            };
+            self.tiny[c].mag_cap = if config.is_tiny_heap_class(c) { 0 } else { config.tiny_mag_cap as u32 };
         }
         for (i, bin) in self.mid.iter_mut().enumerate() {
             let size = crate::class::size_of_class(FIRST_MID + i);

@@ -42,6 +42,7 @@
 
 mod alloc;
 mod block;
+mod check;
 pub mod class;
 mod config;
 mod heap;
@@ -50,6 +51,10 @@ mod segment;
 mod source;
 mod stats;
 mod sync;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
+#[cfg(test)]
+mod tests;
 
 pub use crate::alloc::{Allocator, Fault, FaultKind};
 pub use crate::config::{Config, ConfigError, RING_MAX};

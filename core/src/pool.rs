@@ -23,11 +23,7 @@ pub(crate) fn find_run(mask: u64, k: usize) -> Option<usize> {
     for i in 1..k {
         m &= mask >> i;
     }
-    if m == 0 {
-        None
-    } else {
-        Some(m.trailing_zeros() as usize)
-    }
+    if m == 0 { None } else { Some(m.trailing_zeros() as usize) }
 }
 
 /// Bits `idx .. idx + k`.
@@ -55,12 +51,7 @@ unsafe impl Send for Pool {}
 
 impl Pool {
     pub(crate) const fn new() -> Pool {
-        Pool {
-            avail: ptr::null_mut(),
-            empty_segments: 0,
-            segments: 0,
-            pages_in_use: 0,
-        }
+        Pool { avail: ptr::null_mut(), empty_segments: 0, segments: 0, pages_in_use: 0 }
     }
 
     /// # Safety
@@ -117,11 +108,7 @@ impl Pool {
         pages: usize,
         first_ok: bool,
     ) -> Option<(*mut SegmentHeader, usize)> {
-        let skip = if Geo::<G>::PARTIAL_FIRST && !first_ok {
-            1u64 << Geo::<G>::FIRST_PAGE
-        } else {
-            0
-        };
+        let skip = if Geo::<G>::PARTIAL_FIRST && !first_ok { 1u64 << Geo::<G>::FIRST_PAGE } else { 0 };
         let mut seg = self.avail;
         while !seg.is_null() {
             // SAFETY: segments on the list are live; the lock guards the fields.
@@ -308,10 +295,7 @@ unsafe impl Send for LargeCache {}
 impl LargeCache {
     pub(crate) const fn new() -> LargeCache {
         LargeCache {
-            entries: [LargeEntry {
-                seg: ptr::null_mut(),
-                size: 0,
-            }; LARGE_CACHE_SLOTS],
+            entries: [LargeEntry { seg: ptr::null_mut(), size: 0 }; LARGE_CACHE_SLOTS],
             len: 0,
             bytes: 0,
             live: 0,
@@ -325,10 +309,7 @@ impl LargeCache {
         let mut best: Option<usize> = None;
         for i in 0..self.len {
             let e = self.entries[i];
-            if e.size >= size
-                && e.size / 2 <= size
-                && best.is_none_or(|b| self.entries[b].size > e.size)
-            {
+            if e.size >= size && e.size / 2 <= size && best.is_none_or(|b| self.entries[b].size > e.size) {
                 best = Some(i);
             }
         }

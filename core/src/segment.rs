@@ -234,17 +234,10 @@ impl<G: Geometry> Geo<G> {
     /// First page that is whole.
     pub const FIRST_WHOLE_PAGE: usize = Self::FIRST_PAGE + Self::PARTIAL_FIRST as usize;
     /// Longest span: half a segment, or what is left after the header.
-    pub const MAX_SPAN: usize = max(
-        1,
-        min(Self::PAGES / 2, Self::PAGES - Self::FIRST_WHOLE_PAGE),
-    );
+    pub const MAX_SPAN: usize = max(1, min(Self::PAGES / 2, Self::PAGES - Self::FIRST_WHOLE_PAGE));
     /// Bits of every page that can ever be free in the pool.
     pub const ALL_PAGES: u64 = {
-        let all = if Self::PAGES == 64 {
-            u64::MAX
-        } else {
-            (1u64 << Self::PAGES) - 1
-        };
+        let all = if Self::PAGES == 64 { u64::MAX } else { (1u64 << Self::PAGES) - 1 };
         all & !((1u64 << Self::FIRST_PAGE) - 1)
     };
 
@@ -297,10 +290,7 @@ impl<G: Geometry> Geo<G> {
         assert!(G::PAGE_SHIFT >= 6, "pages must be at least 64 bytes");
         assert!(G::SEGMENT_SHIFT > G::PAGE_SHIFT);
         assert!(Self::PAGES <= 64, "at most 64 pages per segment");
-        assert!(
-            Self::HEADER_SIZE < Self::SEGMENT_SIZE,
-            "the header must leave room for a page"
-        );
+        assert!(Self::HEADER_SIZE < Self::SEGMENT_SIZE, "the header must leave room for a page");
         assert!(Self::SPAN[1] != 0, "the smallest class must fit a page");
         // Block counts are kept in u32; spans are far smaller than that.
         assert!(Self::MAX_SPAN * Self::PAGE_SIZE / 8 <= u32::MAX as usize);
@@ -317,17 +307,13 @@ impl<G: Geometry> Geo<G> {
     pub(crate) fn desc_of<T>(p: *mut T) -> *mut PageDesc {
         let p = p.cast::<u8>();
         let idx = (p.addr() & Self::SEGMENT_MASK) >> G::PAGE_SHIFT;
-        p.map_addr(|a| a & !Self::SEGMENT_MASK)
-            .wrapping_add(Self::DESC_OFFSET + idx * size_of::<PageDesc>())
-            .cast()
+        p.map_addr(|a| a & !Self::SEGMENT_MASK).wrapping_add(Self::DESC_OFFSET + idx * size_of::<PageDesc>()).cast()
     }
 
     /// Descriptor `idx` of the segment at `seg`.
     #[inline(always)]
     pub(crate) fn desc_at(seg: *mut SegmentHeader, idx: usize) -> *mut PageDesc {
-        seg.cast::<u8>()
-            .wrapping_add(Self::DESC_OFFSET + idx * size_of::<PageDesc>())
-            .cast()
+        seg.cast::<u8>().wrapping_add(Self::DESC_OFFSET + idx * size_of::<PageDesc>()).cast()
     }
 
     /// Index of a descriptor in its segment.
@@ -349,12 +335,7 @@ impl<G: Geometry> Geo<G> {
     /// # Safety
     /// `seg` is the writable, segment-aligned start of at least `HEADER_SIZE`
     /// bytes that nothing else uses.
-    pub(crate) unsafe fn init_header(
-        seg: *mut SegmentHeader,
-        seg_kind: u32,
-        region_size: usize,
-        page_kind: u32,
-    ) {
+    pub(crate) unsafe fn init_header(seg: *mut SegmentHeader, seg_kind: u32, region_size: usize, page_kind: u32) {
         // SAFETY: the caller gives us the memory; `SegmentHeader` fits in
         // `DESC_OFFSET ≤ HEADER_SIZE` bytes and `seg` is segment aligned.
         unsafe {
@@ -371,11 +352,7 @@ impl<G: Geometry> Geo<G> {
                 listed: Guarded::new(false),
             });
             for i in 0..Self::PAGES {
-                let k = if i < Self::FIRST_PAGE {
-                    kind::HEADER
-                } else {
-                    page_kind
-                };
+                let k = if i < Self::FIRST_PAGE { kind::HEADER } else { page_kind };
                 Self::desc_at(seg, i).write(PageDesc::new(k));
             }
         }

@@ -24,15 +24,11 @@ pub(crate) struct Guarded<T> {
 impl<T> Guarded<T> {
     #[cfg(not(hakmem_loom))]
     pub(crate) const fn new(value: T) -> Self {
-        Self {
-            cell: core::cell::UnsafeCell::new(value),
-        }
+        Self { cell: core::cell::UnsafeCell::new(value) }
     }
     #[cfg(hakmem_loom)]
     pub(crate) fn new(value: T) -> Self {
-        Self {
-            cell: loom::cell::UnsafeCell::new(value),
-        }
+        Self { cell: loom::cell::UnsafeCell::new(value) }
     }
 
     /// Run `f` with exclusive access to the value.
@@ -110,15 +106,11 @@ pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
 impl<T> Mutex<T> {
     #[cfg(not(hakmem_loom))]
     pub(crate) const fn new(value: T) -> Self {
-        Self {
-            inner: spin::mutex::SpinMutex::new(value),
-        }
+        Self { inner: spin::mutex::SpinMutex::new(value) }
     }
     #[cfg(hakmem_loom)]
     pub(crate) fn new(value: T) -> Self {
-        Self {
-            inner: loom::sync::Mutex::new(value),
-        }
+        Self { inner: loom::sync::Mutex::new(value) }
     }
 
     #[inline]

@@ -26,9 +26,7 @@ impl Rng {
 fn word(rng: &mut Rng) -> String {
     // Zipf-like: short common words, long rare ones.
     let len = 1 + (rng.next() % 6) as usize * (1 + (rng.next() % 4) as usize);
-    (0..len)
-        .map(|_| (b'a' + (rng.next() % 8) as u8) as char)
-        .collect()
+    (0..len).map(|_| (b'a' + (rng.next() % 8) as u8) as char).collect()
 }
 
 fn main() {
@@ -68,11 +66,7 @@ fn main() {
     assert_eq!(counted, threads * words, "every word counted once");
     let mut top: Vec<_> = total.into_iter().collect();
     top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    println!(
-        "{threads} threads x {words} words: {} distinct, in {:.2?}",
-        top.len(),
-        start.elapsed()
-    );
+    println!("{threads} threads x {words} words: {} distinct, in {:.2?}", top.len(), start.elapsed());
     for (w, n) in top.iter().take(5) {
         println!("  {w:>8} {n}");
     }

@@ -168,9 +168,7 @@ unsafe impl GlobalAlloc for HakMem {
             return q;
         }
         // SAFETY: the caller passes a live block of `layout`.
-        match with_heap(|h| unsafe {
-            ALLOC.realloc(h, ptr, layout.size(), layout.align(), new_size)
-        }) {
+        match with_heap(|h| unsafe { ALLOC.realloc(h, ptr, layout.size(), layout.align(), new_size) }) {
             Ok(p) => p,
             Err(f) => fault(f),
         }

@@ -59,9 +59,7 @@ pub struct MmapSource {
 impl MmapSource {
     /// A source that purges with `MADV_DONTNEED`.
     pub const fn new() -> MmapSource {
-        MmapSource {
-            purge: AtomicUsize::new(0),
-        }
+        MmapSource { purge: AtomicUsize::new(0) }
     }
 
     /// Choose how free pages are purged.
@@ -75,22 +73,12 @@ impl MmapSource {
     }
 
     fn map(hint: usize, size: usize, fixed: bool) -> Option<*mut u8> {
-        let flags = MapFlags::PRIVATE
-            | MapFlags::NORESERVE
-            | if fixed {
-                MapFlags::FIXED_NOREPLACE
-            } else {
-                MapFlags::empty()
-            };
+        let flags =
+            MapFlags::PRIVATE | MapFlags::NORESERVE | if fixed { MapFlags::FIXED_NOREPLACE } else { MapFlags::empty() };
         // SAFETY: an anonymous mapping; without MAP_FIXED it never replaces
         // an existing mapping (MAP_FIXED_NOREPLACE fails instead).
         let p = unsafe {
-            mm::mmap_anonymous(
-                ptr::without_provenance_mut(hint),
-                size,
-                ProtFlags::READ | ProtFlags::WRITE,
-                flags,
-            )
+            mm::mmap_anonymous(ptr::without_provenance_mut(hint), size, ProtFlags::READ | ProtFlags::WRITE, flags)
         };
         p.ok().map(|p| p.cast::<u8>())
     }
@@ -150,10 +138,7 @@ unsafe impl PageSource for MmapSource {
             return None;
         };
         word.fetch_or(bit, Ordering::Release);
-        Some(Reservation {
-            base: NonNull::new(base)?,
-            zeroed: true,
-        })
+        Some(Reservation { base: NonNull::new(base)?, zeroed: true })
     }
 
     unsafe fn release(&self, base: NonNull<u8>, size: usize) {
@@ -206,15 +191,7 @@ unsafe impl PageSource for MmapSource {
         };
         // SAFETY: both ranges are mappings of ours; MREMAP_FIXED atomically
         // replaces the reservation at `target` with the moved pages.
-        let moved = unsafe {
-            mm::mremap_fixed(
-                old.cast(),
-                old_size,
-                new_size,
-                MremapFlags::MAYMOVE,
-                target.cast(),
-            )
-        };
+        let moved = unsafe { mm::mremap_fixed(old.cast(), old_size, new_size, MremapFlags::MAYMOVE, target.cast()) };
         if moved.is_err() {
             Self::unmap(target, new_size);
             return None;

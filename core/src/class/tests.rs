@@ -28,14 +28,8 @@ fn every_size_round_trips() {
             }
             let bs = size_of_class(c);
             assert!(bs >= size, "size {size} align {align} class {c}");
-            assert!(
-                size_of_class(c - 1) < rounded,
-                "size {size} align {align}: class {c} not the smallest"
-            );
-            assert!(
-                natural_align(c) >= align,
-                "size {size} align {align}: class {c} blocks not aligned"
-            );
+            assert!(size_of_class(c - 1) < rounded, "size {size} align {align}: class {c} not the smallest");
+            assert!(natural_align(c) >= align, "size {size} align {align}: class {c} blocks not aligned");
             assert_eq!(bs % align, 0);
         }
         align *= 2;

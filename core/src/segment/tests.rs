@@ -44,11 +44,7 @@ fn descriptor_lookup_for_every_block() {
             let mut off = 0;
             while off + bs <= len {
                 let p = area.wrapping_add(off);
-                assert_eq!(
-                    L::desc_of(p),
-                    L::desc_at(seg, idx),
-                    "page {idx} class {c} offset {off}"
-                );
+                assert_eq!(L::desc_of(p), L::desc_at(seg, idx), "page {idx} class {c} offset {off}");
                 assert_eq!(L::segment_of(p), seg);
                 assert_eq!(L::desc_index(L::desc_of(p)), idx);
                 off += bs;
