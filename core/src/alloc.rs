@@ -209,9 +209,23 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     /// undefined behaviour.
     #[inline(always)]
     pub unsafe fn free(&self, heap: &mut LocalHeap, ptr: *mut u8) -> Result<(), Fault> {
+        let mut r = Ok(());
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_or(heap, ptr, |f| r = Err(f)) };
+        r
+    }
+
+    /// Free `ptr`, calling `on_fault` for a bad pointer (an adapter passes a
+    /// function that reports and aborts). The fast paths return without a
+    /// result to check, and every slow path is a tail call.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[inline(always)]
+    pub unsafe fn free_or<F: FnOnce(Fault)>(&self, heap: &mut LocalHeap, ptr: *mut u8, on_fault: F) {
         let seg = Geo::<G>::segment_of(ptr);
         if !self.source.owns(seg.addr()) {
-            return self.free_unowned(ptr);
+            return self.free_unowned(ptr, on_fault);
         }
         let d = Geo::<G>::desc_of(ptr);
         // SAFETY: `seg` is a live region of ours, so its descriptors are
@@ -219,7 +233,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         let (owner, inf) = unsafe { ((*d).owner.load(Ordering::Relaxed), (*d).info.load(Ordering::Relaxed)) };
         if owner != heap.id {
             // SAFETY: forwarded from the caller.
-            return unsafe { self.free_remote(owner, inf, ptr) };
+            return unsafe { self.free_remote(owner, inf, ptr, on_fault) };
         }
         let c = info_class(inf);
         let b = ptr.cast::<Block>();
@@ -231,14 +245,14 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 // SAFETY: the caller gives the block up; it is ours to link.
                 unsafe { block::set_next(b, bin.free) };
                 bin.free = b;
-                return Ok(());
+                return;
             }
             if bin.mag_len < bin.mag_cap {
                 // SAFETY: as above.
                 unsafe { block::set_next(b, bin.mag) };
                 bin.mag = b;
                 bin.mag_len += 1;
-                return Ok(());
+                return;
             }
         } else {
             // SAFETY: an owned span's class is a valid class; above Tiny it is Mid.
@@ -247,19 +261,18 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 // SAFETY: `len < cap ≤ RING_MAX`.
                 unsafe { *bin.ring.get_unchecked_mut(bin.len as usize) = b };
                 bin.len += 1;
-                return Ok(());
+                return;
             }
             if bin.lifo_len < bin.lifo_cap {
                 // SAFETY: as for Tiny.
                 unsafe { block::set_next(b, bin.lifo) };
                 bin.lifo = b;
                 bin.lifo_len += 1;
-                return Ok(());
+                return;
             }
         }
         // SAFETY: the block is a live block of a span `heap` owns.
-        unsafe { self.free_local_slow(heap, d, inf, b) };
-        Ok(())
+        unsafe { self.free_local_slow(heap, d, inf, b) }
     }
 
     /// Head descriptor of the span `d` belongs to.
@@ -278,15 +291,18 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     /// # Safety
     /// As for [`free`](Self::free).
     pub unsafe fn free_detached(&self, ptr: *mut u8) -> Result<(), Fault> {
+        let mut r = Ok(());
         let seg = Geo::<G>::segment_of(ptr);
         if !self.source.owns(seg.addr()) {
-            return self.free_unowned(ptr);
+            self.free_unowned(ptr, |f| r = Err(f));
+            return r;
         }
         let d = Geo::<G>::desc_of(ptr);
         // SAFETY: as in `free`.
         let (owner, inf) = unsafe { ((*d).owner.load(Ordering::Relaxed), (*d).info.load(Ordering::Relaxed)) };
         // SAFETY: forwarded from the caller.
-        unsafe { self.free_remote(owner, inf, ptr) }
+        unsafe { self.free_remote(owner, inf, ptr, |f| r = Err(f)) };
+        r
     }
 
     // ------------------------------------------------------------------
@@ -299,30 +315,34 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     /// `owner`/`inf` were read from the descriptor of `ptr`, a pointer in one
     /// of our live segments, which the caller gives up.
     #[inline(never)]
-    unsafe fn free_remote(&self, owner: *mut Heap, inf: u32, ptr: *mut u8) -> Result<(), Fault> {
+    unsafe fn free_remote<F: FnOnce(Fault)>(&self, owner: *mut Heap, inf: u32, ptr: *mut u8, on_fault: F) {
         if !owner.is_null() {
             // SAFETY: heaps are never freed; the block is live in a span of
             // `owner`'s, so the owner cannot change under us.
             unsafe { (*owner).push_remote(info_class(inf), ptr.cast()) };
-            return Ok(());
+            return;
         }
-        match info_kind(inf) {
+        let r = match info_kind(inf) {
             // SAFETY: forwarded.
             kind::LARGE => unsafe { self.free_large(ptr) },
             kind::FREE | kind::CACHED => Err(Fault::at(FaultKind::DoubleFree, ptr)),
             _ => Err(Fault::at(FaultKind::NotABlock, ptr)),
+        };
+        if let Err(f) = r {
+            on_fault(f);
         }
     }
 
     /// A pointer whose segment base is not a region of ours: a Large block
     /// aligned to a segment or more, or a foreign pointer.
     #[cold]
-    fn free_unowned(&self, ptr: *mut u8) -> Result<(), Fault> {
+    #[inline(never)]
+    fn free_unowned<F: FnOnce(Fault)>(&self, ptr: *mut u8, on_fault: F) {
         match self.find_huge_aligned(ptr) {
             // SAFETY: `find_huge_aligned` checked that `seg` is a live Large
             // header whose block starts at `ptr`.
             Some(seg) => unsafe { self.release_large(seg) },
-            None => Err(Fault::at(FaultKind::NotOurs, ptr)),
+            None => on_fault(Fault::at(FaultKind::NotOurs, ptr)),
         }
     }
 
@@ -1240,13 +1260,14 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             if !Geo::<G>::is_live(seg, seg_kind::LARGE) || seg.cast::<u8>().add((*seg).block_offset.get()) != ptr {
                 return Err(Fault::at(FaultKind::NotABlock, ptr));
             }
-            self.release_large(seg)
+            self.release_large(seg);
         }
+        Ok(())
     }
 
     /// # Safety
     /// `seg` is a live Large header whose block is being freed.
-    unsafe fn release_large(&self, seg: *mut SegmentHeader) -> Result<(), Fault> {
+    unsafe fn release_large(&self, seg: *mut SegmentHeader) {
         // SAFETY: the header is ours.
         let (size, offset) = unsafe { ((*seg).region_size.get(), (*seg).block_offset.get()) };
         let mut evicted = [LargeEntry { seg: ptr::null_mut(), size: 0 }; crate::pool::LARGE_CACHE_SLOTS + 1];
@@ -1277,7 +1298,6 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             // SAFETY: nothing references an evicted region.
             unsafe { self.release_segment(e.seg, e.size) };
         }
-        Ok(())
     }
 
     // ------------------------------------------------------------------

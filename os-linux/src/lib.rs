@@ -132,9 +132,7 @@ unsafe impl GlobalAlloc for HakMem {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         // SAFETY: the caller passes a block of ours.
-        if let Err(f) = with_heap(|h| unsafe { ALLOC.free(h, ptr) }) {
-            fault(f)
-        }
+        with_heap(|h| unsafe { ALLOC.free_or(h, ptr, |f| fault(f)) })
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {

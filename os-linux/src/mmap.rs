@@ -3,7 +3,7 @@
 
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use hakmem_core::{PageSource, Purged, Reservation};
 use rustix::mm::{self, Advice, MapFlags, MremapFlags, ProtFlags};
@@ -12,14 +12,19 @@ use rustix::mm::{self, Advice, MapFlags, MremapFlags, ProtFlags};
 /// server geometry's segment size.
 const GRAN_SHIFT: u32 = 21;
 const GRAN: usize = 1 << GRAN_SHIFT;
-/// User addresses below `2^ADDR_BITS` (x86-64 four-level and AArch64 48-bit).
+/// Regions lie below `2^ADDR_BITS`: the user address space of x86-64 with
+/// four-level paging, and of AArch64 with 48-bit addresses.
+#[cfg(target_arch = "x86_64")]
+const ADDR_BITS: u32 = 47;
+#[cfg(not(target_arch = "x86_64"))]
 const ADDR_BITS: u32 = 48;
-const MAP_WORDS: usize = 1 << (ADDR_BITS - GRAN_SHIFT - 6);
+const SLOTS: usize = 1 << (ADDR_BITS - GRAN_SHIFT);
 
-/// One bit per 2 MiB of address space: set iff a live region starts there.
-/// 16 MiB of zero-initialised `.bss`; only the pages that hold set bits are
-/// ever touched, so it costs a few KiB of memory.
-static REGISTRY: [AtomicU64; MAP_WORDS] = [const { AtomicU64::new(0) }; MAP_WORDS];
+/// One byte per 2 MiB of address space: non-zero iff a live region starts
+/// there. Zero-initialised `.bss` (64 MiB of address space on x86-64); only
+/// the pages holding live entries are ever touched, so it costs a few KiB.
+/// A byte, not a bit, so the check on every free is one shift and one load.
+static REGISTRY: [AtomicU8; SLOTS] = [const { AtomicU8::new(0) }; SLOTS];
 
 /// Where the next aligned reservation is attempted (see `reserve`).
 static HINT: AtomicUsize = AtomicUsize::new(HINT_START);
@@ -27,13 +32,13 @@ const HINT_START: usize = 2 << 40; // 2 TiB
 const HINT_END: usize = 64 << 40;
 
 #[inline(always)]
-fn registry_slot(addr: usize) -> Option<(&'static AtomicU64, u64)> {
-    // One test covers "aligned to the granule" and "below 2^ADDR_BITS".
-    if addr & ((GRAN - 1) | !((1usize << ADDR_BITS) - 1)) != 0 {
+fn registry_slot(addr: usize) -> Option<&'static AtomicU8> {
+    // The core asks about segment bases, so the alignment test folds away
+    // there; the bound check covers addresses above the map.
+    if addr & (GRAN - 1) != 0 {
         return None;
     }
-    let bit = addr >> GRAN_SHIFT;
-    Some((&REGISTRY[bit >> 6], 1u64 << (bit & 63)))
+    REGISTRY.get(addr >> GRAN_SHIFT)
 }
 
 /// What [`MmapSource`] does to purge free pages.
@@ -133,17 +138,17 @@ unsafe impl PageSource for MmapSource {
     fn reserve(&self, size: usize, align: usize) -> Option<Reservation> {
         let align = align.max(GRAN);
         let base = Self::map_aligned(size, align)?;
-        let Some((word, bit)) = registry_slot(base.addr()) else {
+        let Some(slot) = registry_slot(base.addr()) else {
             Self::unmap(base, size);
             return None;
         };
-        word.fetch_or(bit, Ordering::Release);
+        slot.store(1, Ordering::Release);
         Some(Reservation { base: NonNull::new(base)?, zeroed: true })
     }
 
     unsafe fn release(&self, base: NonNull<u8>, size: usize) {
-        if let Some((word, bit)) = registry_slot(base.as_ptr().addr()) {
-            word.fetch_and(!bit, Ordering::Release);
+        if let Some(slot) = registry_slot(base.as_ptr().addr()) {
+            slot.store(0, Ordering::Release);
         }
         Self::unmap(base.as_ptr(), size);
     }
@@ -182,7 +187,7 @@ unsafe impl PageSource for MmapSource {
         }
         // Move the pages (no copy) onto a fresh aligned reservation.
         let target = Self::map_aligned(new_size, align.max(GRAN))?;
-        let (new_word, new_bit) = match registry_slot(target.addr()) {
+        let new_slot = match registry_slot(target.addr()) {
             Some(s) => s,
             None => {
                 Self::unmap(target, new_size);
@@ -196,9 +201,9 @@ unsafe impl PageSource for MmapSource {
             Self::unmap(target, new_size);
             return None;
         }
-        new_word.fetch_or(new_bit, Ordering::Release);
-        if let Some((word, bit)) = registry_slot(old.addr()) {
-            word.fetch_and(!bit, Ordering::Release);
+        new_slot.store(1, Ordering::Release);
+        if let Some(slot) = registry_slot(old.addr()) {
+            slot.store(0, Ordering::Release);
         }
         NonNull::new(target)
     }
@@ -207,8 +212,8 @@ unsafe impl PageSource for MmapSource {
     fn owns(&self, addr: usize) -> bool {
         match registry_slot(addr) {
             // Relaxed: a pointer into a region reaches a freeing thread only
-            // through synchronisation that follows the Release that set the bit.
-            Some((word, bit)) => word.load(Ordering::Relaxed) & bit != 0,
+            // through synchronisation that follows the Release that set it.
+            Some(slot) => slot.load(Ordering::Relaxed) != 0,
             None => false,
         }
     }
