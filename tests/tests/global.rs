@@ -35,7 +35,7 @@ fn collections_on_many_threads() {
     // The memory really is hakmem's.
     let s = hakmem::stats();
     assert!(s.pages_in_use > 0, "{s:?}");
-    let v = vec![1u8; 100];
+    let v: Box<[u8]> = vec![1u8; 100].into_boxed_slice();
     // SAFETY: a live block of the global allocator, which is hakmem.
     assert_eq!(unsafe { hakmem::usable_size(v.as_ptr().cast_mut()) }, 112);
 }
