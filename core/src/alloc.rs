@@ -991,6 +991,11 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         if pages > Geo::<G>::MAX_SPAN { Geo::<G>::MAX_SPAN } else { pages }
     };
 
+    /// Whether a metadata span holds at least one heap; if not (tiny
+    /// geometries), heaps come from regions of their own.
+    const META_IN_SPAN: bool =
+        Self::META_PAGES * Geo::<G>::PAGE_SIZE >= core::mem::size_of::<Heap>().next_multiple_of(64);
+
     fn acquire_heap(&self) -> *mut Heap {
         let size = core::mem::size_of::<Heap>().next_multiple_of(64);
         loop {
@@ -1009,19 +1014,37 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                     return h;
                 }
             }
-            // A span of pages from the pool, kept for metadata for good.
-            let Some(d) = self.take_from_pool(Self::META_PAGES, false) else {
-                return ptr::null_mut();
+            let (area, len) = if Self::META_IN_SPAN {
+                // A span of pages from the pool, kept for metadata for good.
+                let Some(d) = self.take_from_pool(Self::META_PAGES, false) else {
+                    return ptr::null_mut();
+                };
+                let seg = Geo::<G>::segment_of(d);
+                // SAFETY: the pool gave us the span; nothing else references it.
+                unsafe { Self::mark_span(d, Self::META_PAGES, ptr::null_mut(), info(0, kind::META, 0)) };
+                self.heaps.lock().meta_pages += Self::META_PAGES;
+                Geo::<G>::span_area(seg, Geo::<G>::desc_index(d), Self::META_PAGES)
+            } else {
+                // A region of its own, with a header so that a stray pointer
+                // into it is recognised as metadata.
+                let ps = self.source.page_size();
+                let Some(bytes) = (Geo::<G>::HEADER_SIZE + 4 * size).checked_next_multiple_of(ps) else {
+                    return ptr::null_mut();
+                };
+                let Some(r) = self.source.reserve(bytes, Geo::<G>::SEGMENT_SIZE) else {
+                    return ptr::null_mut();
+                };
+                let seg = r.base.as_ptr().cast::<SegmentHeader>();
+                // SAFETY: a fresh region, aligned to a segment.
+                unsafe { Geo::<G>::init_header(seg, seg_kind::META, bytes, kind::META) };
+                self.heaps.lock().meta_regions += 1;
+                let start = seg.cast::<u8>().wrapping_add(Geo::<G>::HEADER_SIZE);
+                (start, bytes - Geo::<G>::HEADER_SIZE)
             };
-            let seg = Geo::<G>::segment_of(d);
-            let (area, len) = Geo::<G>::span_area(seg, Geo::<G>::desc_index(d), Self::META_PAGES);
-            // SAFETY: the pool gave us the span; nothing else references it.
-            unsafe { Self::mark_span(d, Self::META_PAGES, ptr::null_mut(), info(0, kind::META, 0)) };
             let start = area.map_addr(|a| a.next_multiple_of(64));
             let mut hp = self.heaps.lock();
             hp.arena = start;
             hp.arena_end = area.wrapping_add(len);
-            hp.meta_pages += Self::META_PAGES;
         }
     }
 
@@ -1442,9 +1465,9 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             let p = self.pool.lock();
             (p.segments, p.empty_segments, p.pages_in_use)
         };
-        let (heaps, abandoned_heaps, meta_pages) = {
+        let (heaps, abandoned_heaps, meta_pages, meta_regions) = {
             let h = self.heaps.lock();
-            (h.carved, h.abandoned_count, h.meta_pages)
+            (h.carved, h.abandoned_count, h.meta_pages, h.meta_regions)
         };
         let (large_live, large_live_bytes, large_cached_bytes) = {
             let l = self.large.lock();
@@ -1455,6 +1478,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             empty_segments,
             pages_in_use: pages_in_use - meta_pages,
             meta_pages,
+            meta_regions,
             heaps,
             abandoned_heaps,
             large_live,

@@ -199,6 +199,8 @@ pub(crate) struct HeapPool {
     pub carved: usize,
     /// Pages taken from the pool for metadata (never given back).
     pub meta_pages: usize,
+    /// Regions reserved for metadata on geometries too small for a span of it.
+    pub meta_regions: usize,
 }
 
 // SAFETY: raw pointers into metadata memory that is never released; the pool
@@ -215,6 +217,7 @@ impl HeapPool {
             arena_end: ptr::null_mut(),
             carved: 0,
             meta_pages: 0,
+            meta_regions: 0,
         }
     }
 

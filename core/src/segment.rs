@@ -169,6 +169,7 @@ impl PageDesc {
 pub(crate) mod seg_kind {
     pub const SMALL: u32 = 0x5e6_0001;
     pub const LARGE: u32 = 0x5e6_0002;
+    pub const META: u32 = 0x5e6_0003;
 }
 
 /// Mixed into a header's cookie so a stray address rarely passes for a header.

@@ -11,6 +11,8 @@ pub struct Stats {
     pub pages_in_use: usize,
     /// Pages holding heap metadata (kept for good; heaps are recycled).
     pub meta_pages: usize,
+    /// Regions of their own holding heap metadata (tiny geometries only).
+    pub meta_regions: usize,
     /// Heaps ever created (each thread that allocated needed one at a time).
     pub heaps: usize,
     /// Heaps owning spans whose thread has gone, waiting for adoption.

@@ -142,3 +142,8 @@ fn shadow_model_test_geometry() {
 fn shadow_model_server_geometry() {
     model::<Server>(4096, 100..104, 3000);
 }
+
+#[test]
+fn shadow_model_tiny_geometry() {
+    model::<crate::testing::TinyGeo>(256, 200..204, steps(3000));
+}
