@@ -780,7 +780,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             while mask != 0 {
                 if left == 0 {
                     // Out of budget: flag the lists not taken for next time.
-                    (*h).remote_mask.fetch_or(mask, Ordering::Relaxed);
+                    (*h).reflag_remote(mask);
                     return;
                 }
                 let c = mask.trailing_zeros() as usize;

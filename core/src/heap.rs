@@ -22,7 +22,13 @@ use crate::block::{self, Block};
 use crate::class::{FIRST_MID, NUM_CLASSES, NUM_MID, NUM_TINY};
 use crate::config::{Config, RING_MAX};
 use crate::segment::PageDesc;
-use crate::sync::{AtomicPtr, AtomicU64, Guarded, Ordering};
+use crate::sync::{AtomicPtr, AtomicUsize, Guarded, Ordering};
+
+/// Bits in a word of the remote mask.
+const WORD: usize = usize::BITS as usize;
+/// Words of the remote mask: one bit per class (two words on 32-bit targets,
+/// which have no 64-bit atomics).
+const MASK_WORDS: usize = NUM_CLASSES.div_ceil(WORD);
 
 /// A heap's identity and shared state. See the module docs.
 pub struct Heap {
@@ -37,7 +43,7 @@ pub struct Heap {
     /// clears the word with a swap and then empties the named lists.
     /// Invariant: `remote[c]` is non-empty only if bit `c` is set or the owner
     /// is between its swap of the mask and its swap of `remote[c]`.
-    pub(crate) remote_mask: AtomicU64,
+    pub(crate) remote_mask: [AtomicUsize; MASK_WORDS],
     /// State only the heap's holder touches: its thread, or whoever popped it
     /// from the heap pool's abandoned list.
     pub(crate) owned: Guarded<HeapOwned>,
@@ -70,7 +76,7 @@ impl Heap {
     pub(crate) fn new() -> Heap {
         Heap {
             remote: core::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
-            remote_mask: AtomicU64::new(0),
+            remote_mask: core::array::from_fn(|_| AtomicUsize::new(0)),
             owned: Guarded::new(HeapOwned {
                 partial: [ptr::null_mut(); NUM_CLASSES],
                 mid_current: [ptr::null_mut(); NUM_CLASSES],
@@ -111,7 +117,7 @@ impl Heap {
             // owner's Acquire swap of the mask; the data itself is ordered by
             // the list's own Release/Acquire pair, so this only has to become
             // visible, which any ordering guarantees eventually.
-            self.remote_mask.fetch_or(1 << class, Ordering::Release);
+            self.remote_mask[class / WORD].fetch_or(1 << (class % WORD), Ordering::Release);
         }
     }
 
@@ -125,18 +131,35 @@ impl Heap {
     /// The classes flagged as having remote frees, clearing the flags.
     #[inline]
     pub(crate) fn take_remote_mask(&self) -> u64 {
-        // Cheap Relaxed peek first: the common answer is "none", and a
-        // read-modify-write would take the line exclusive for nothing.
-        if self.remote_mask.load(Ordering::Relaxed) == 0 {
-            return 0;
+        let mut m = 0u64;
+        for (i, w) in self.remote_mask.iter().enumerate() {
+            // Cheap Relaxed peek first: the common answer is "none", and a
+            // read-modify-write would take the line exclusive for nothing.
+            if w.load(Ordering::Relaxed) != 0 {
+                // Acquire: pairs with the Release of the push that set the bit.
+                m |= (w.swap(0, Ordering::Acquire) as u64) << (i * WORD);
+            }
         }
-        self.remote_mask.swap(0, Ordering::Acquire)
+        m
+    }
+
+    /// Raise the flags of `mask` again (a drain that ran out of budget).
+    #[inline]
+    pub(crate) fn reflag_remote(&self, mask: u64) {
+        for (i, w) in self.remote_mask.iter().enumerate() {
+            let bits = (mask >> (i * WORD)) as usize;
+            if bits != 0 {
+                // Relaxed: the lists' own Release/Acquire order their
+                // contents; the flag only has to become visible.
+                w.fetch_or(bits, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Whether any remote free is flagged (a hint; exact only to the owner).
     #[inline]
     pub(crate) fn has_remote(&self) -> bool {
-        self.remote_mask.load(Ordering::Relaxed) != 0
+        self.remote_mask.iter().any(|w| w.load(Ordering::Relaxed) != 0)
     }
 }
 

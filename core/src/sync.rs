@@ -6,9 +6,9 @@
 //! `spin` mutex), at zero cost.
 
 #[cfg(not(hakmem_loom))]
-pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 #[cfg(hakmem_loom)]
-pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 /// A cell whose accesses are serialised by a protocol stated where it is
 /// declared (a lock, or ownership of the page or heap it sits in), not by the
