@@ -275,6 +275,42 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         unsafe { self.free_local_slow(heap, d, inf, b) }
     }
 
+    /// Free `ptr`, allocated with `layout`, calling `on_fault` for a bad
+    /// pointer. Knowing the layout (Rust's `dealloc` does; C's `free` does
+    /// not) gives the class without a descriptor: a block inside the current
+    /// page of its class's bin is pushed back at once. The page is ours and of
+    /// that class, so the test is sound even if `layout` is wrong; anything
+    /// else takes [`free_or`](Self::free_or).
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free); `layout` is the one `ptr` was allocated with.
+    #[inline(always)]
+    pub unsafe fn free_sized_or<F: FnOnce(Fault)>(
+        &self,
+        heap: &mut LocalHeap,
+        ptr: *mut u8,
+        layout: Layout,
+        on_fault: F,
+    ) {
+        if Geo::<G>::TINY_SINGLE_PAGE {
+            let s = layout.pad_to_align().size();
+            if s <= TINY_MAX {
+                // SAFETY: `tiny_class` returns at most NUM_TINY.
+                let bin = unsafe { heap.tiny.get_unchecked_mut(class::tiny_class(s)) };
+                if ptr.addr() & !(Geo::<G>::PAGE_SIZE - 1) == bin.page_base {
+                    let b = ptr.cast::<Block>();
+                    // SAFETY: `ptr` lies in the bin's current page, which this
+                    // heap owns; the caller gives the block up.
+                    unsafe { block::set_next(b, bin.free) };
+                    bin.free = b;
+                    return;
+                }
+            }
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_or(heap, ptr, on_fault) }
+    }
+
     /// Head descriptor of the span `d` belongs to.
     #[inline(always)]
     fn head(d: *mut PageDesc, inf: u32) -> *mut PageDesc {
@@ -835,12 +871,14 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                     // Full: the page stops being current and leaves every list.
                     self.settle(o, d);
                     bin.page = ptr::null_mut();
+                    bin.page_base = usize::MAX;
                 }
                 let Some(d) = self.next_span(h, o, c) else {
                     return ptr::null_mut();
                 };
                 (*d).flags.set((*d).flags.get() | PageFlags::CURRENT);
                 bin.page = d;
+                bin.page_base = (*d).area.get().addr() & !(Geo::<G>::PAGE_SIZE - 1);
             }
             let b = bin.free;
             bin.free = block::next(b);
@@ -1078,6 +1116,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 bin.mag = ptr::null_mut();
                 bin.mag_len = 0;
                 bin.page = ptr::null_mut();
+                bin.page_base = usize::MAX;
                 self.return_list(o, free);
                 self.return_list(o, mag);
                 if !page.is_null() {

@@ -172,6 +172,10 @@ pub(crate) struct TinyBin {
     pub free: *mut Block,
     /// The current page: local frees of its blocks go straight to `free`.
     pub page: *mut PageDesc,
+    /// Address of the current page (`usize::MAX` when there is none), so a
+    /// free that knows its size can recognise one of the page's blocks
+    /// without reading any descriptor.
+    pub page_base: usize,
     /// Magazine: local frees of other pages' blocks, when `mag_cap > 0`.
     pub mag: *mut Block,
     pub mag_len: u32,
@@ -212,8 +216,14 @@ pub struct LocalHeap {
 // it to another thread is sound because it is used by one holder at a time.
 unsafe impl Send for LocalHeap {}
 
-const EMPTY_TINY: TinyBin =
-    TinyBin { free: ptr::null_mut(), page: ptr::null_mut(), mag: ptr::null_mut(), mag_len: 0, mag_cap: 0 };
+const EMPTY_TINY: TinyBin = TinyBin {
+    free: ptr::null_mut(),
+    page: ptr::null_mut(),
+    page_base: usize::MAX,
+    mag: ptr::null_mut(),
+    mag_len: 0,
+    mag_cap: 0,
+};
 const EMPTY_MID: MidBin =
     MidBin { len: 0, cap: 0, lifo_len: 0, lifo_cap: 0, lifo: ptr::null_mut(), ring: [ptr::null_mut(); RING_MAX] };
 

@@ -130,9 +130,9 @@ unsafe impl GlobalAlloc for HakMem {
     }
 
     #[inline]
-    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-        // SAFETY: the caller passes a block of ours.
-        with_heap(|h| unsafe { ALLOC.free_or(h, ptr, |f| fault(f)) })
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller passes a block of ours, allocated with `layout`.
+        with_heap(|h| unsafe { ALLOC.free_sized_or(h, ptr, layout, |f| fault(f)) })
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
