@@ -41,11 +41,11 @@ use crate::heap::{Heap, HeapOwned, LocalHeap};
 use crate::pool::{HeapPool, LargeCache, LargeEntry, Pool};
 use crate::segment::{
     Geo, Geometry, PageDesc, PageFlags, SegmentHeader, Server, info, info_class, info_head_off, info_kind, kind,
-    seg_kind,
+    seg_kind, site,
 };
 use crate::source::{PageSource, Purged};
-use crate::stats::Stats;
-use crate::sync::{Mutex, Ordering, const_unless_loom};
+use crate::stats::{Op, Stats};
+use crate::sync::{Guarded, Mutex, Ordering, const_unless_loom};
 
 /// What was wrong with a pointer given to [`Allocator::free`] or
 /// [`Allocator::realloc`].
@@ -94,7 +94,8 @@ impl Fault {
 /// A program uses one `Allocator` (typically a `static`) per memory source.
 pub struct Allocator<S: PageSource, G: Geometry = Server> {
     source: S,
-    config: Config,
+    /// Written only by `set_config`, before any other use of the allocator.
+    config: Guarded<Config>,
     pool: Mutex<Pool>,
     heaps: Mutex<HeapPool>,
     large: Mutex<LargeCache>,
@@ -122,7 +123,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             let () = Geo::<G>::CHECK;
             Allocator {
                 source,
-                config,
+                config: Guarded::new(config),
                 pool: Mutex::new(Pool::new()),
                 heaps: Mutex::new(HeapPool::new()),
                 large: Mutex::new(LargeCache::new()),
@@ -144,7 +145,27 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
 
     /// The configuration.
     pub fn config(&self) -> &Config {
-        &self.config
+        self.cfg()
+    }
+
+    #[inline(always)]
+    fn cfg(&self) -> &Config {
+        // SAFETY: `set_config` writes it only before any other use of the
+        // allocator, so every reader sees a value no one is writing.
+        unsafe { &*self.config.as_const_ptr() }
+    }
+
+    /// Replace the configuration (an adapter reading `HAKMEM_*` at start-up).
+    ///
+    /// # Safety
+    /// No other call on this allocator has run or runs concurrently: the
+    /// adapter calls this once, before the first allocation, and makes every
+    /// other thread's first call wait for it (e.g. with a `Once`).
+    pub unsafe fn set_config(&self, config: Config) -> Result<(), ConfigError> {
+        let config = config.validate()?;
+        // SAFETY: exclusive by the caller's promise.
+        unsafe { self.config.set(config) };
+        Ok(())
     }
 
     // ------------------------------------------------------------------
@@ -166,26 +187,53 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 // SAFETY: a bin holds free blocks of this allocator that only
                 // this heap's holder touches.
                 bin.free = unsafe { block::next(b) };
+                heap.tiny_tick = heap.tiny_tick.wrapping_sub(1);
+                if heap.tiny_tick == 0 {
+                    return Self::sample(heap, c, Op::FastAlloc, b.cast());
+                }
                 return b.cast();
             }
         } else if s <= Geo::<G>::MID_MAX && align <= Geo::<G>::PAGE_SIZE {
             let c = class::mid_class(s);
             // SAFETY: `mid_class` returns FIRST_MID .. NUM_CLASSES.
             let bin = unsafe { heap.mid.get_unchecked_mut(c - FIRST_MID) };
-            if bin.len != 0 {
+            let b = if bin.len != 0 {
                 bin.len -= 1;
                 // SAFETY: `len < cap ≤ RING_MAX`.
-                return unsafe { *bin.ring.get_unchecked(bin.len as usize) }.cast();
-            }
-            let b = bin.lifo;
-            if !b.is_null() {
+                unsafe { *bin.ring.get_unchecked(bin.len as usize) }
+            } else {
+                let b = bin.lifo;
+                if b.is_null() {
+                    return ptr::null_mut();
+                }
                 // SAFETY: as for the Tiny bin.
                 bin.lifo = unsafe { block::next(b) };
                 bin.lifo_len -= 1;
-                return b.cast();
+                b
+            };
+            heap.mid_tick = heap.mid_tick.wrapping_sub(1);
+            if heap.mid_tick == 0 {
+                return Self::sample(heap, c, Op::FastAlloc, b.cast());
             }
+            return b.cast();
         }
         ptr::null_mut()
+    }
+
+    /// Take a counter sample: one fast-path operation of class `c` stands for
+    /// the `2^N` since the last sample. Returns `ret` (a tail call keeps the
+    /// fast path free of saved registers).
+    #[cold]
+    #[inline(never)]
+    fn sample(heap: &mut LocalHeap, c: usize, op: Op, ret: *mut u8) -> *mut u8 {
+        if class::is_tiny(c) {
+            heap.tiny_tick = heap.tiny_period;
+        } else {
+            heap.mid_tick = heap.mid_period;
+        }
+        // SAFETY: only an attached heap takes a fast path; heaps live forever.
+        unsafe { (*heap.id).counters.add(c, op, 1) };
+        ret
     }
 
     /// Allocate `layout` (a zero size is served as one byte). Returns null
@@ -245,34 +293,40 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 // SAFETY: the caller gives the block up; it is ours to link.
                 unsafe { block::set_next(b, bin.free) };
                 bin.free = b;
-                return;
-            }
-            if bin.mag_len < bin.mag_cap {
+            } else if bin.mag_len < bin.mag_cap {
                 // SAFETY: as above.
                 unsafe { block::set_next(b, bin.mag) };
                 bin.mag = b;
                 bin.mag_len += 1;
-                return;
+            } else {
+                // SAFETY: the block is a live block of a span `heap` owns.
+                return unsafe { self.free_local_slow(heap, d, inf, b) };
             }
-        } else {
-            // SAFETY: an owned span's class is a valid class; above Tiny it is Mid.
-            let bin = unsafe { heap.mid.get_unchecked_mut(c - FIRST_MID) };
-            if bin.len < bin.cap {
-                // SAFETY: `len < cap ≤ RING_MAX`.
-                unsafe { *bin.ring.get_unchecked_mut(bin.len as usize) = b };
-                bin.len += 1;
-                return;
+            heap.tiny_tick = heap.tiny_tick.wrapping_sub(1);
+            if heap.tiny_tick == 0 {
+                Self::sample(heap, c, Op::FastFree, ptr);
             }
-            if bin.lifo_len < bin.lifo_cap {
-                // SAFETY: as for Tiny.
-                unsafe { block::set_next(b, bin.lifo) };
-                bin.lifo = b;
-                bin.lifo_len += 1;
-                return;
-            }
+            return;
         }
-        // SAFETY: the block is a live block of a span `heap` owns.
-        unsafe { self.free_local_slow(heap, d, inf, b) }
+        // SAFETY: an owned span's class is a valid class; above Tiny it is Mid.
+        let bin = unsafe { heap.mid.get_unchecked_mut(c - FIRST_MID) };
+        if bin.len < bin.cap {
+            // SAFETY: `len < cap ≤ RING_MAX`.
+            unsafe { *bin.ring.get_unchecked_mut(bin.len as usize) = b };
+            bin.len += 1;
+        } else if bin.lifo_len < bin.lifo_cap {
+            // SAFETY: as for Tiny.
+            unsafe { block::set_next(b, bin.lifo) };
+            bin.lifo = b;
+            bin.lifo_len += 1;
+        } else {
+            // SAFETY: the block is a live block of a span `heap` owns.
+            return unsafe { self.free_local_slow(heap, d, inf, b) };
+        }
+        heap.mid_tick = heap.mid_tick.wrapping_sub(1);
+        if heap.mid_tick == 0 {
+            Self::sample(heap, c, Op::FastFree, ptr);
+        }
     }
 
     /// Free `ptr`, allocated with `layout`, calling `on_fault` for a bad
@@ -303,6 +357,10 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                     // heap owns; the caller gives the block up.
                     unsafe { block::set_next(b, bin.free) };
                     bin.free = b;
+                    heap.tiny_tick = heap.tiny_tick.wrapping_sub(1);
+                    if heap.tiny_tick == 0 {
+                        Self::sample(heap, class::tiny_class(s), Op::FastFree, ptr);
+                    }
                     return;
                 }
             }
@@ -415,10 +473,13 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         let h = heap.id;
         // SAFETY: `heap` holds `h`, so its owned state is ours.
         unsafe {
+            (*h).counters.add(c, Op::SlowFree, 1);
             (*h).owned.with_mut(|o| {
                 if class::is_tiny(c) {
                     let bin = &mut heap.tiny[c];
                     if bin.mag_cap != 0 {
+                        (*h).counters.flush();
+                        self.delta(o, Self::head(d, inf), site::THRESHOLD);
                         // Magazine full: return its older half to the pages.
                         let keep = bin.mag_cap / 2;
                         let mut cur = bin.mag;
@@ -442,7 +503,9 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                         return;
                     }
                     // Ring and LIFO full: flush a share of the LIFO.
-                    let n = (bin.lifo_len / self.config.ring_return_div as u32).max(1);
+                    (*h).counters.flush();
+                    self.delta(o, Self::head(d, inf), site::THRESHOLD);
+                    let n = (bin.lifo_len / self.cfg().ring_return_div as u32).max(1);
                     for _ in 0..n {
                         let x = bin.lifo;
                         bin.lifo = block::next(x);
@@ -473,6 +536,47 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     // Span bookkeeping (owner only)
     // ------------------------------------------------------------------
 
+    /// Record a change of span `d`'s counts at `site` (checking builds only:
+    /// compiles to nothing otherwise).
+    ///
+    /// # Safety
+    /// `d` is a span head owned by the heap whose owned state `o` is.
+    #[inline(always)]
+    unsafe fn delta(&self, o: &mut HeapOwned, d: *mut PageDesc, at: u8) {
+        if check::DEBUG_SWITCHES {
+            let c = self.cfg();
+            if c.delta_trace {
+                // SAFETY: owner-only field.
+                unsafe { (*d).site.set(at) };
+            }
+            if c.delta_debug {
+                o.deltas[at as usize] += 1;
+            }
+        }
+    }
+
+    /// Stop with a failed check's report.
+    #[cold]
+    #[inline(never)]
+    fn failed(&self, r: check::Report) -> ! {
+        self.source.fatal(format_args!("{r}"))
+    }
+
+    /// With `HAKMEM_TINY_C6_DEBUG_POP` in a checking build: validate span `d`
+    /// before blocks are taken from it, and fail fast if it is corrupt.
+    ///
+    /// # Safety
+    /// `d` is a span head owned by `h`, whose owned state the caller holds.
+    #[inline(always)]
+    unsafe fn check_pop(&self, h: *mut Heap, d: *mut PageDesc) {
+        if check::DEBUG_SWITCHES && self.cfg().debug_pop {
+            // SAFETY: forwarded.
+            if let Err(r) = unsafe { check::span(d, h) } {
+                self.failed(r);
+            }
+        }
+    }
+
     /// Put block `b` back on its span `d` and settle the span's lists.
     ///
     /// # Safety
@@ -481,6 +585,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     unsafe fn return_block(&self, o: &mut HeapOwned, d: *mut PageDesc, b: *mut Block) {
         // SAFETY: the owner's fields, and the caller's block.
         unsafe {
+            self.delta(o, d, site::FREE);
             block::set_next(b, (*d).free.get());
             (*d).free.set(b);
             let fc = (*d).free_count.get() + 1;
@@ -573,13 +678,15 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     /// # Safety
     /// `d` is an empty owned span head on no list; `o` its owner's state.
     unsafe fn retire(&self, o: &mut HeapOwned, d: *mut PageDesc) {
+        // SAFETY: forwarded.
+        unsafe { self.delta(o, d, site::EMPTY) };
         o.spans -= 1;
         // SAFETY: the span is empty, so no block of it is live and no free
         // can read these descriptors concurrently; its fields are ours.
         unsafe {
             let pages = (*d).span.get() as usize;
             Self::mark_span(d, pages, ptr::null_mut(), info(0, kind::CACHED, 0));
-            if (o.cache_len as usize) < self.config.heap_page_cache as usize {
+            if (o.cache_len as usize) < self.cfg().heap_page_cache as usize {
                 (*d).next.set(o.cache);
                 o.cache = d;
                 o.cache_len += 1;
@@ -618,7 +725,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             Self::mark_span(d, pages, ptr::null_mut(), info(0, kind::FREE, 0));
             let seg = Geo::<G>::segment_of(d);
             let idx = Geo::<G>::desc_index(d);
-            let release = self.pool.lock().give_span::<G>(seg, idx, pages, self.config.segment_reserve as usize);
+            let release = self.pool.lock().give_span::<G>(seg, idx, pages, self.cfg().segment_reserve as usize);
             if let Some(seg) = release {
                 self.release_segment(seg, Geo::<G>::SEGMENT_SIZE);
             }
@@ -776,13 +883,20 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     unsafe fn alloc_small(&self, heap: &mut LocalHeap, h: *mut Heap, o: &mut HeapOwned, c: usize) -> *mut u8 {
         // SAFETY: forwarded.
         unsafe {
-            self.drain_remote(h, o, self.config.drain_budget as usize);
+            self.drain_remote(h, o, self.cfg().drain_budget as usize);
             let p = if class::is_tiny(c) { self.refill_tiny(heap, h, o, c) } else { self.refill_mid(heap, h, o, c) };
+            if !p.is_null() {
+                (*h).counters.add(c, Op::SlowAlloc, 1);
+            }
             if check::ENABLED {
-                check::heap::<G>(h, o);
                 let cur = if class::is_tiny(c) { heap.tiny[c].page } else { o.mid_current[c] };
-                if !cur.is_null() {
-                    check::span::<G>(cur, h);
+                if let Err(r) = check::heap(h, o) {
+                    self.failed(r);
+                }
+                if !cur.is_null()
+                    && let Err(r) = check::span(cur, h)
+                {
+                    self.failed(r);
                 }
             }
             p
@@ -804,7 +918,9 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 let c = pending.trailing_zeros() as usize;
                 pending &= pending - 1;
                 let list = o.pending[c];
+                let before = left;
                 o.pending[c] = self.return_some(o, list, &mut left);
+                (*h).counters.add(c, Op::Remote, before - left);
                 if o.pending[c].is_null() {
                     o.pending_mask &= !(1 << c);
                 }
@@ -822,7 +938,9 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 let c = mask.trailing_zeros() as usize;
                 mask &= mask - 1;
                 let list = (*h).take_remote(c);
+                let before = left;
                 let rest = self.return_some(o, list, &mut left);
+                (*h).counters.add(c, Op::Remote, before - left);
                 if !rest.is_null() {
                     o.pending[c] = rest;
                     o.pending_mask |= 1 << c;
@@ -864,8 +982,10 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             while bin.free.is_null() {
                 let d = bin.page;
                 if !d.is_null() {
+                    self.check_pop(h, d);
                     bin.free = self.take_blocks(d);
                     if !bin.free.is_null() {
+                        self.delta(o, d, site::ALLOC);
                         break;
                     }
                     // Full: the page stops being current and leaves every list.
@@ -877,8 +997,15 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                     return ptr::null_mut();
                 };
                 (*d).flags.set((*d).flags.get() | PageFlags::CURRENT);
+                self.delta(o, d, site::ATTACH);
                 bin.page = d;
-                bin.page_base = (*d).area.get().addr() & !(Geo::<G>::PAGE_SIZE - 1);
+                // The hot front recognises the page's blocks by its address;
+                // a class without it keeps an address no pointer can have.
+                bin.page_base = if self.cfg().is_hot_class(c) {
+                    (*d).area.get().addr() & !(Geo::<G>::PAGE_SIZE - 1)
+                } else {
+                    usize::MAX
+                };
             }
             let b = bin.free;
             bin.free = block::next(b);
@@ -965,9 +1092,12 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                         return ptr::null_mut();
                     };
                     (*nd).flags.set((*nd).flags.get() | PageFlags::CURRENT);
+                    self.delta(o, nd, site::ATTACH);
                     o.mid_current[c] = nd;
                     d = nd;
                 }
+                self.check_pop(h, d);
+                self.delta(o, d, site::ALLOC);
                 while n < want {
                     let mut b = (*d).free.get();
                     if !b.is_null() {
@@ -1018,7 +1148,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             return false;
         }
         heap.id = h;
-        heap.configure(&self.config);
+        heap.configure(self.cfg());
         true
     }
 
@@ -1047,8 +1177,13 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                     let h = hp.arena.cast::<Heap>();
                     hp.arena = hp.arena.wrapping_add(size);
                     hp.carved += 1;
-                    // SAFETY: fresh, aligned metadata memory of ours.
-                    unsafe { h.write(Heap::new()) };
+                    // SAFETY: fresh, aligned metadata memory of ours; the
+                    // heap pool lock we hold guards `all_next`.
+                    unsafe {
+                        h.write(Heap::new());
+                        (*h).all_next.set(hp.all);
+                    }
+                    hp.all = h;
                     return h;
                 }
             }
@@ -1142,8 +1277,10 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             }
             self.drain_remote(h, o, usize::MAX);
             self.flush_cache(o);
-            if check::ENABLED {
-                check::heap::<G>(h, o);
+            if check::ENABLED
+                && let Err(r) = check::heap(h, o)
+            {
+                self.failed(r);
             }
             o.spans != 0
         }
@@ -1217,6 +1354,25 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             // SAFETY: the cache gave the region up.
             unsafe { self.release_segment(e.seg, e.size) };
         }
+    }
+
+    /// The count changes per site that `heap`'s heap recorded (checking
+    /// builds with `HAKMEM_TINY_C6_DELTA_DEBUG`; zeros otherwise), with the
+    /// site names: the seed's delta summary, for an adapter to print when a
+    /// thread exits.
+    pub fn delta_summary(&self, heap: &LocalHeap) -> [(&'static str, u64); site::COUNT] {
+        let mut out = [("", 0); site::COUNT];
+        for (i, o) in out.iter_mut().enumerate() {
+            o.0 = site::NAMES[i];
+        }
+        if heap.is_attached() {
+            // SAFETY: `heap` holds its heap, so reading its owned state is ours.
+            let d = unsafe { (*heap.id).owned.with_mut(|o| o.deltas) };
+            for (o, n) in out.iter_mut().zip(d) {
+                o.1 = n;
+            }
+        }
+        out
     }
 
     /// Allocate through the shared heap (for a thread without a heap).
@@ -1301,6 +1457,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             let mut lc = self.large.lock();
             lc.live += 1;
             lc.live_bytes += region;
+            lc.allocs += 1;
         }
         // SAFETY: `offset < region`.
         let p = unsafe { seg.cast::<u8>().add(offset) };
@@ -1338,6 +1495,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             let mut lc = self.large.lock();
             lc.live -= 1;
             lc.live_bytes -= size;
+            lc.frees += 1;
             let e = LargeEntry { seg, size };
             if offset == Self::LARGE_PLAIN_OFFSET {
                 // Mark the block's descriptor so a second free of it is caught.
@@ -1347,7 +1505,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                         .info
                         .store(info(0, kind::CACHED, 0), Ordering::Relaxed)
                 };
-                lc.put(e, self.config.large_cache_bytes, |x| {
+                lc.put(e, self.cfg().large_cache_bytes, |x| {
                     evicted[n] = x;
                     n += 1;
                 });
@@ -1498,33 +1656,40 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     // Statistics, purging, fork
     // ------------------------------------------------------------------
 
-    /// The allocator's own accounting, read under its locks.
+    /// The allocator's own accounting, read under its locks, with every
+    /// heap's counters merged in.
     pub fn stats(&self) -> Stats {
-        let (segments, empty_segments, pages_in_use) = {
+        let mut s = Stats {
+            tiny_sample_shift: self.cfg().tiny_sample_shift as u32,
+            mid_sample_shift: self.cfg().mid_sample_shift as u32,
+            ..Stats::default()
+        };
+        {
             let p = self.pool.lock();
-            (p.segments, p.empty_segments, p.pages_in_use)
-        };
-        let (heaps, abandoned_heaps, meta_pages, meta_regions) = {
-            let h = self.heaps.lock();
-            (h.carved, h.abandoned_count, h.meta_pages, h.meta_regions)
-        };
-        let (large_live, large_live_bytes, large_cached_bytes) = {
-            let l = self.large.lock();
-            (l.live, l.live_bytes, l.bytes)
-        };
-        Stats {
-            segments,
-            empty_segments,
-            pages_in_use: pages_in_use - meta_pages,
-            meta_pages,
-            meta_regions,
-            heaps,
-            abandoned_heaps,
-            large_live,
-            large_live_bytes,
-            large_cached_bytes,
-            bytes_reserved: segments * Geo::<G>::SEGMENT_SIZE + large_live_bytes + large_cached_bytes,
+            (s.segments, s.empty_segments, s.pages_in_use) = (p.segments, p.empty_segments, p.pages_in_use);
         }
+        {
+            let h = self.heaps.lock();
+            (s.heaps, s.abandoned_heaps, s.meta_pages, s.meta_regions) =
+                (h.carved, h.abandoned_count, h.meta_pages, h.meta_regions);
+            s.pages_in_use -= s.meta_pages;
+            let mut heap = h.all;
+            while !heap.is_null() {
+                // SAFETY: heaps live forever; `all_next` is guarded by the
+                // heap pool lock we hold; counters are atomics.
+                unsafe {
+                    (*heap).counters.merge_into(&mut s);
+                    heap = (*heap).all_next.get();
+                }
+            }
+        }
+        {
+            let l = self.large.lock();
+            (s.large_live, s.large_live_bytes, s.large_cached_bytes) = (l.live, l.live_bytes, l.bytes);
+            (s.large_allocs, s.large_frees) = (l.allocs, l.frees);
+        }
+        s.bytes_reserved = s.segments * Geo::<G>::SEGMENT_SIZE + s.large_live_bytes + s.large_cached_bytes;
+        s
     }
 
     /// Purge the free pages of `d`'s span (used by the purge policy).

@@ -1,51 +1,126 @@
 //! Invariant checkers, compiled in under `debug_assertions` or the
 //! `check-invariants` feature and called at operation boundaries. Each
-//! panics with the offending span's or heap's state.
+//! returns a [`Report`] naming the broken equation with the offending span's
+//! or heap's state; the allocator hands it to `PageSource::fatal`.
 //!
 //! The equations they check are stated on the structs they govern
 //! ([`PageDesc`], [`HeapOwned`]) and in `docs/INVARIANTS.md`.
 
+// A `Report` is a few hundred bytes returned by value: the core cannot box,
+// and the checkers run only on slow paths of checking builds.
+#![allow(clippy::result_large_err)]
+
+use core::fmt::{self, Write as _};
+
 use crate::block::{self, Block};
 use crate::class::{self, NUM_CLASSES};
 use crate::heap::{Heap, HeapOwned};
-use crate::segment::{Geo, Geometry, PageDesc, PageFlags, info_class, info_head_off, info_kind, kind};
+use crate::segment::{PageDesc, PageFlags, info_class, info_head_off, info_kind, kind};
 use crate::sync::Ordering;
 
 /// Whether the checkers run.
 pub(crate) const ENABLED: bool = cfg!(any(debug_assertions, feature = "check-invariants"));
 
+/// Whether the run-time debug switches (`HAKMEM_TINY_C6_DEBUG_POP`, …) exist.
+pub(crate) const DEBUG_SWITCHES: bool = cfg!(feature = "check-invariants");
+
+/// A failed check: a message in a fixed buffer (the core cannot allocate).
+pub struct Report {
+    buf: [u8; 320],
+    len: usize,
+}
+
+impl Report {
+    pub(crate) fn new(args: fmt::Arguments<'_>) -> Report {
+        let mut r = Report { buf: [0; 320], len: 0 };
+        let _ = r.write_fmt(args);
+        r
+    }
+}
+
+impl fmt::Write for Report {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(core::str::from_utf8(&self.buf[..self.len]).unwrap_or("<report>"))
+    }
+}
+
+impl fmt::Debug for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)*) => {
+        if !$cond {
+            return Err(Report::new(format_args!($($arg)*)));
+        }
+    };
+}
+
+/// A span head's state, for messages.
+pub(crate) struct SpanState(pub *mut PageDesc);
+
+impl fmt::Display for SpanState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        // SAFETY: only built for a live span head whose holder is reporting.
+        unsafe {
+            let inf = (*d).info.load(Ordering::Relaxed);
+            write!(
+                f,
+                "span {d:p}: class {} kind {} owner {:p} free_count {} bump {} capacity {} flags {:?} area {:p} pages {} site {}",
+                info_class(inf),
+                info_kind(inf),
+                (*d).owner.load(Ordering::Relaxed),
+                (*d).free_count.get(),
+                (*d).bump.get(),
+                (*d).capacity.get(),
+                (*d).flags.get(),
+                (*d).area.get(),
+                (*d).span.get(),
+                crate::segment::site_of(d),
+            )
+        }
+    }
+}
+
 /// Check an owned span head: counts, free list, descriptors.
 ///
 /// # Safety
 /// `d` is the head of a span owned by `owner`, whose owned state the caller holds.
-pub(crate) unsafe fn span<G: Geometry>(d: *mut PageDesc, owner: *mut Heap) {
+pub(crate) unsafe fn span(d: *mut PageDesc, owner: *mut Heap) -> Result<(), Report> {
     // SAFETY: the caller holds the span's owner state.
     unsafe {
         let inf = (*d).info.load(Ordering::Relaxed);
         let c = info_class(inf);
         let (fc, bump, cap) = ((*d).free_count.get(), (*d).bump.get(), (*d).capacity.get());
         let flags = (*d).flags.get();
-        let state = || {
-            alloc_fmt(format_args!(
-                "span {d:p}: class {c} kind {} free_count {fc} bump {bump} capacity {cap} flags {flags:?} area {:p} span {}",
-                info_kind(inf),
-                (*d).area.get(),
-                (*d).span.get()
-            ))
-        };
-        assert!(info_kind(inf) == kind::SMALL && c != 0 && c < NUM_CLASSES, "{}", state());
-        assert!(info_head_off(inf) == 0, "not a span head: {}", state());
-        assert!(fc <= bump && bump <= cap, "counts: {}", state());
-        assert!(!(flags.contains(PageFlags::PARTIAL) && flags.contains(PageFlags::CURRENT)), "{}", state());
+        let st = SpanState(d);
+        ensure!(info_kind(inf) == kind::SMALL && c != 0 && c < NUM_CLASSES, "not an in-use span: {st}");
+        ensure!(info_head_off(inf) == 0, "not a span head: {st}");
+        ensure!(fc <= bump && bump <= cap, "counts out of order: {st}");
+        ensure!(
+            !(flags.contains(PageFlags::PARTIAL) && flags.contains(PageFlags::CURRENT)),
+            "partial and current: {st}"
+        );
         let pages = (*d).span.get() as usize;
         for i in 0..pages {
             let di = d.wrapping_add(i);
-            assert_eq!((*di).owner.load(Ordering::Relaxed), owner, "page {i} owner: {}", state());
+            ensure!((*di).owner.load(Ordering::Relaxed) == owner, "page {i} has another owner: {st}");
             let ii = (*di).info.load(Ordering::Relaxed);
-            assert!(
+            ensure!(
                 info_class(ii) == c && info_kind(ii) == kind::SMALL && info_head_off(ii) == i,
-                "page {i}: {}",
-                state()
+                "page {i} descriptor disagrees: {st}"
             );
         }
         let bs = class::size_of_class(c);
@@ -54,17 +129,16 @@ pub(crate) unsafe fn span<G: Geometry>(d: *mut PageDesc, owner: *mut Heap) {
         let mut b: *mut Block = (*d).free.get();
         while !b.is_null() {
             n += 1;
-            assert!(n <= fc, "free list longer than free_count: {}", state());
+            ensure!(n <= fc, "free list longer than free_count: {st}");
             let off = b.addr().wrapping_sub(area.addr());
-            assert!(
+            ensure!(
                 off < bump as usize * bs && off.is_multiple_of(bs),
-                "free block {b:p} out of the span: {}",
-                state()
+                "free-list block {b:p} is outside the span or off a block boundary: {st}"
             );
             b = block::next(b);
         }
-        assert_eq!(n, fc, "free list shorter than free_count: {}", state());
-        let _ = Geo::<G>::PAGE_SIZE;
+        ensure!(n == fc, "free list shorter ({n}) than free_count: {st}");
+        Ok(())
     }
 }
 
@@ -72,7 +146,7 @@ pub(crate) unsafe fn span<G: Geometry>(d: *mut PageDesc, owner: *mut Heap) {
 ///
 /// # Safety
 /// `o` is `h`'s owned state, held by the caller.
-pub(crate) unsafe fn heap<G: Geometry>(h: *mut Heap, o: &HeapOwned) {
+pub(crate) unsafe fn heap(h: *mut Heap, o: &HeapOwned) -> Result<(), Report> {
     // SAFETY: the caller holds `h`.
     unsafe {
         for c in 0..NUM_CLASSES {
@@ -80,56 +154,34 @@ pub(crate) unsafe fn heap<G: Geometry>(h: *mut Heap, o: &HeapOwned) {
             let mut d = o.partial[c];
             let mut n = 0;
             while !d.is_null() {
-                span::<G>(d, h);
+                span(d, h)?;
+                let st = SpanState(d);
                 let flags = (*d).flags.get();
-                assert!(flags.contains(PageFlags::PARTIAL), "span {d:p} on the partial list without PARTIAL");
-                assert_eq!((*d).class(), c, "span {d:p} on the wrong partial list");
-                assert_eq!((*d).prev.get(), prev, "span {d:p}: broken back link");
+                ensure!(flags.contains(PageFlags::PARTIAL), "on the partial list without PARTIAL: {st}");
+                ensure!((*d).class() == c, "on partial list {c}: {st}");
+                ensure!((*d).prev.get() == prev, "broken back link: {st}");
                 let has = (*d).free_count.get() > 0 || (*d).bump.get() < (*d).capacity.get();
-                assert!(has, "span {d:p} on the partial list has nothing to give");
+                ensure!(has, "partial span with nothing to give: {st}");
                 prev = d;
                 d = (*d).next.get();
                 n += 1;
-                assert!(n <= 1 << 20, "partial list of class {c} loops");
+                ensure!(n <= 1 << 20, "partial list of class {c} loops");
             }
         }
         let mut d = o.cache;
         let mut n = 0;
         while !d.is_null() {
-            assert_eq!(info_kind((*d).info.load(Ordering::Relaxed)), kind::CACHED, "cached span {d:p}");
+            ensure!(
+                info_kind((*d).info.load(Ordering::Relaxed)) == kind::CACHED,
+                "cached span {d:p} not marked cached"
+            );
             n += 1;
             d = (*d).next.get();
         }
-        assert_eq!(n, o.cache_len, "span cache length");
+        ensure!(n == o.cache_len, "span cache holds {n}, counted {}", o.cache_len);
         for c in 0..NUM_CLASSES {
-            assert_eq!(o.pending[c].is_null(), o.pending_mask & (1 << c) == 0, "pending mask bit {c}");
+            ensure!(o.pending[c].is_null() == (o.pending_mask & (1 << c) == 0), "pending mask bit {c} disagrees");
         }
-    }
-}
-
-/// Format into a fixed buffer (no allocation: the core has none).
-fn alloc_fmt(args: core::fmt::Arguments<'_>) -> FmtBuf {
-    let mut b = FmtBuf { buf: [0; 256], len: 0 };
-    let _ = core::fmt::write(&mut b, args);
-    b
-}
-
-pub(crate) struct FmtBuf {
-    buf: [u8; 256],
-    len: usize,
-}
-
-impl core::fmt::Write for FmtBuf {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
         Ok(())
-    }
-}
-
-impl core::fmt::Display for FmtBuf {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(core::str::from_utf8(&self.buf[..self.len]).unwrap_or("<state>"))
     }
 }

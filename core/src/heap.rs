@@ -22,6 +22,7 @@ use crate::block::{self, Block};
 use crate::class::{FIRST_MID, NUM_CLASSES, NUM_MID, NUM_TINY};
 use crate::config::{Config, RING_MAX};
 use crate::segment::PageDesc;
+use crate::stats::Counters;
 use crate::sync::{AtomicPtr, AtomicUsize, Guarded, Ordering};
 
 /// Bits in a word of the remote mask.
@@ -51,6 +52,11 @@ pub struct Heap {
     pub(crate) pool_next: Guarded<*mut Heap>,
     /// Whether the heap sits on the abandoned list (heap pool lock).
     pub(crate) abandoned: Guarded<bool>,
+    /// Link on the heap pool's list of every heap ever made (set once, under
+    /// the heap pool lock), so statistics can visit them all.
+    pub(crate) all_next: Guarded<*mut Heap>,
+    /// Operation counters, written by the holder.
+    pub(crate) counters: Counters,
 }
 
 /// The owner-only part of a [`Heap`].
@@ -70,6 +76,8 @@ pub(crate) struct HeapOwned {
     pub cache_len: u32,
     /// Spans the heap owns (current, partial or full; not cached).
     pub spans: usize,
+    /// Count changes per site (checking builds with delta debugging).
+    pub deltas: [u64; crate::segment::site::COUNT],
 }
 
 impl Heap {
@@ -85,9 +93,12 @@ impl Heap {
                 cache: ptr::null_mut(),
                 cache_len: 0,
                 spans: 0,
+                deltas: [0; crate::segment::site::COUNT],
             }),
             pool_next: Guarded::new(ptr::null_mut()),
             abandoned: Guarded::new(false),
+            all_next: Guarded::new(ptr::null_mut()),
+            counters: Counters::new(),
         }
     }
 
@@ -209,6 +220,14 @@ pub struct LocalHeap {
     pub(crate) tiny: [TinyBin; NUM_TINY + 1],
     /// Indexed by `class - FIRST_MID`.
     pub(crate) mid: [MidBin; NUM_MID],
+    /// Tiny fast-path operations left until the next counter sample.
+    pub(crate) tiny_tick: u32,
+    /// Mid fast-path operations left until the next counter sample.
+    pub(crate) mid_tick: u32,
+    /// `2^tiny_sample_shift`, reloaded into `tiny_tick` at each sample.
+    pub(crate) tiny_period: u32,
+    /// `2^mid_sample_shift`.
+    pub(crate) mid_period: u32,
 }
 
 // SAFETY: a `LocalHeap` holds raw pointers into allocator memory that is
@@ -230,7 +249,15 @@ const EMPTY_MID: MidBin =
 impl LocalHeap {
     /// A detached heap.
     pub const fn new() -> LocalHeap {
-        LocalHeap { id: Self::DETACHED, tiny: [EMPTY_TINY; NUM_TINY + 1], mid: [EMPTY_MID; NUM_MID] }
+        LocalHeap {
+            id: Self::DETACHED,
+            tiny: [EMPTY_TINY; NUM_TINY + 1],
+            mid: [EMPTY_MID; NUM_MID],
+            tiny_tick: 0,
+            mid_tick: 0,
+            tiny_period: 0,
+            mid_period: 0,
+        }
     }
 
     /// The identity of a detached heap: non-null (so it never equals the null
@@ -246,15 +273,25 @@ impl LocalHeap {
     /// Set the bins' capacities from `config` (on attach).
     pub(crate) fn configure(&mut self, config: &Config) {
         for c in 1..=NUM_TINY {
-            self.tiny[c].mag_cap = if config.is_tiny_heap_class(c) { 0 } else { config.tiny_mag_cap as u32 };
+            self.tiny[c].mag_cap = match (config.is_tiny_heap_class(c), config.meta_safe) {
+                (true, _) => 0,
+                (false, true) => config.tiny_mag_cap as u32,
+                // No threshold flush: the magazine never fills.
+                (false, false) => u32::MAX,
+            };
         }
         for (i, bin) in self.mid.iter_mut().enumerate() {
             let size = crate::class::size_of_class(FIRST_MID + i);
             let total = (config.mid_bin_bytes as usize / size).max(1);
             let ring = (config.mid_ring as usize).min(total);
             bin.cap = ring as u32;
-            bin.lifo_cap = (config.mid_lifo_max as usize).min(total - ring) as u32;
+            bin.lifo_cap =
+                if config.meta_safe { (config.mid_lifo_max as usize).min(total - ring) as u32 } else { u32::MAX };
         }
+        self.tiny_period = 1 << config.tiny_sample_shift;
+        self.mid_period = 1 << config.mid_sample_shift;
+        self.tiny_tick = self.tiny_period;
+        self.mid_tick = self.mid_period;
     }
 }
 

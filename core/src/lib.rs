@@ -57,11 +57,11 @@ pub mod testing;
 mod tests;
 
 pub use crate::alloc::{Allocator, Fault, FaultKind};
-pub use crate::config::{Config, ConfigError, RING_MAX};
+pub use crate::config::{ALL_TINY, Config, ConfigError, MAX_SAMPLE_SHIFT, RING_MAX, SWITCHES};
 pub use crate::heap::LocalHeap;
 pub use crate::segment::{Geo, Geometry, Server, Small};
 pub use crate::source::{PageSource, Purged, Reservation};
-pub use crate::stats::Stats;
+pub use crate::stats::{ClassStats, Stats};
 
 #[cfg(test)]
 extern crate std;

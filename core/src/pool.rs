@@ -197,6 +197,8 @@ pub(crate) struct HeapPool {
     pub arena_end: *mut u8,
     /// Heaps ever carved.
     pub carved: usize,
+    /// Every heap ever carved, linked through `all_next`.
+    pub all: *mut Heap,
     /// Pages taken from the pool for metadata (never given back).
     pub meta_pages: usize,
     /// Regions reserved for metadata on geometries too small for a span of it.
@@ -216,6 +218,7 @@ impl HeapPool {
             arena: ptr::null_mut(),
             arena_end: ptr::null_mut(),
             carved: 0,
+            all: ptr::null_mut(),
             meta_pages: 0,
             meta_regions: 0,
         }
@@ -290,6 +293,9 @@ pub(crate) struct LargeCache {
     /// Live Large allocations and their region bytes.
     pub live: usize,
     pub live_bytes: usize,
+    /// Large allocations and frees so far.
+    pub allocs: u64,
+    pub frees: u64,
 }
 
 // SAFETY: the entries are regions owned by the cache; reached through its lock.
@@ -303,6 +309,8 @@ impl LargeCache {
             bytes: 0,
             live: 0,
             live_bytes: 0,
+            allocs: 0,
+            frees: 0,
         }
     }
 

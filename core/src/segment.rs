@@ -120,6 +120,9 @@ pub(crate) struct PageDesc {
     /// Owner-only fields below (the owner of the heap, or whoever holds the
     /// pool lock while the span is free).
     pub flags: Guarded<PageFlags>,
+    /// The site that last changed the span's counts (checking builds with
+    /// `HAKMEM_TINY_C6_DELTA_TRACE`; see [`site`]).
+    pub site: Guarded<u8>,
     /// Blocks freed back to the span, linked through their first word.
     pub free: Guarded<*mut Block>,
     /// Length of `free`.
@@ -147,6 +150,7 @@ impl PageDesc {
             owner: AtomicPtr::new(core::ptr::null_mut()),
             info: AtomicU32::new(info(0, kind, 0)),
             flags: Guarded::new(PageFlags::empty()),
+            site: Guarded::new(site::NONE),
             free: Guarded::new(core::ptr::null_mut()),
             free_count: Guarded::new(0),
             bump: Guarded::new(0),
@@ -163,6 +167,35 @@ impl PageDesc {
     pub(crate) fn class(&self) -> usize {
         info_class(self.info.load(Ordering::Relaxed))
     }
+}
+
+/// Sites that change a span's counts, stamped on the span when delta
+/// tracing is on, and counted per heap for the delta summary.
+pub(crate) mod site {
+    pub const NONE: u8 = 0;
+    /// Blocks taken from the span into a bin.
+    pub const ALLOC: u8 = 1;
+    /// A block given back to the span.
+    pub const FREE: u8 = 2;
+    /// The span made a bin's current page.
+    pub const ATTACH: u8 = 3;
+    /// The span left its heap, empty.
+    pub const EMPTY: u8 = 4;
+    /// A cache flushed at its cap.
+    pub const THRESHOLD: u8 = 5;
+    /// Number of sites.
+    pub const COUNT: usize = 6;
+    /// Names, by site.
+    pub const NAMES: [&str; COUNT] = ["none", "alloc", "free", "attach", "empty", "threshold"];
+}
+
+/// The name of the site last stamped on span `d`.
+///
+/// # Safety
+/// `d` is a live descriptor whose owner is the caller.
+pub(crate) unsafe fn site_of(d: *mut PageDesc) -> &'static str {
+    // SAFETY: forwarded.
+    site::NAMES.get(unsafe { (*d).site.get() } as usize).copied().unwrap_or("?")
 }
 
 /// Which segment a header belongs to.

@@ -109,6 +109,15 @@ pub unsafe trait PageSource {
         4096
     }
 
+    /// Stop the program after a fatal error the allocator detected (a broken
+    /// invariant in a checking build, a corrupted free list): the message
+    /// names the fault and the state involved. The default panics; a platform
+    /// that can should print the message and abort, since unwinding out of an
+    /// allocator is not allowed.
+    fn fatal(&self, msg: core::fmt::Arguments<'_>) -> ! {
+        panic!("hakmem: fatal: {msg}")
+    }
+
     /// A monotonic clock in milliseconds, used to delay purging of free pages.
     /// A source without a clock returns 0, and purging then happens on the
     /// first opportunity after the configured number of calls.

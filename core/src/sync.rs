@@ -52,6 +52,24 @@ impl<T> Guarded<T> {
     }
 }
 
+impl<T> Guarded<T> {
+    /// A raw pointer for reading the value, for a reader that can show no
+    /// write runs (see the caller's `SAFETY`). Under loom only the read that
+    /// hands out the pointer is tracked: use it for values written once
+    /// before the allocator is shared.
+    #[inline(always)]
+    pub(crate) fn as_const_ptr(&self) -> *const T {
+        #[cfg(not(hakmem_loom))]
+        {
+            self.cell.get()
+        }
+        #[cfg(hakmem_loom)]
+        {
+            self.cell.with(|p| p)
+        }
+    }
+}
+
 impl<T: Copy> Guarded<T> {
     /// Read the value.
     ///

@@ -19,11 +19,14 @@
 
 #![warn(missing_docs)]
 
+mod env;
 mod mmap;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
-use std::io::Write as _;
+use core::fmt::Write as _;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Once;
 
 use hakmem_core::{Allocator, Config, Fault, LocalHeap, Server};
 pub use hakmem_core::{Stats, class};
@@ -45,10 +48,47 @@ impl Drop for ExitGuard {
     fn drop(&mut self) {
         let _ = HEAP.try_with(|h| {
             // SAFETY: thread-exit runs no allocator call of this thread
-            // concurrently, and `detach` does not allocate.
-            ALLOC.detach(unsafe { &mut *h.get() });
+            // concurrently, and nothing here allocates.
+            let h = unsafe { &mut *h.get() };
+            if ALLOC.config().delta_debug {
+                let mut e = env::Stderr::new();
+                let _ = write!(e, "hakmem: delta summary at thread exit:");
+                for (site, n) in ALLOC.delta_summary(h) {
+                    let _ = write!(e, " {site}={n}");
+                }
+                let _ = writeln!(e);
+            }
+            ALLOC.detach(h);
         });
     }
+}
+
+/// Start-up, once per process, before the allocator's first use: read the
+/// `HAKMEM_*` environment into the configuration. Other threads' first
+/// calls wait here, so the configuration is set before anyone reads it.
+static INIT: Once = Once::new();
+/// `HAKMEM_STATS=1`: print the statistics at exit.
+static STATS_AT_EXIT: AtomicBool = AtomicBool::new(false);
+/// `HAKMEM_LOG_INTERVAL_MS`.
+static LOG_INTERVAL_MS: AtomicU64 = AtomicU64::new(1000);
+
+#[cold]
+fn init() {
+    INIT.call_once(|| {
+        let st = env::read();
+        // SAFETY: inside the `Once`, before any other use of the allocator:
+        // every path that could read the configuration comes through here.
+        if let Err(e) = unsafe { ALLOC.set_config(st.config) } {
+            let mut w = env::Stderr::new();
+            let _ = writeln!(w, "hakmem: warning: configuration refused ({e}); using the defaults");
+        }
+        if let Some(mode) = st.purge {
+            ALLOC.source().set_purge_mode(mode);
+        }
+        STATS_AT_EXIT.store(st.stats_at_exit, Ordering::Relaxed);
+        LOG_INTERVAL_MS.store(st.log_interval_ms, Ordering::Relaxed);
+        env::register_exit();
+    });
 }
 
 /// The hakmem allocator. See the crate docs.
@@ -66,9 +106,13 @@ impl HakMem {
 /// that may re-enter the allocator (the core never does).
 #[inline(always)]
 fn with_heap<R>(f: impl FnOnce(&mut LocalHeap) -> R) -> R {
+    // Only the address comes out of the thread-local access, so the access
+    // stays a single thread-pointer-relative instruction however large `f`
+    // is. The heap has no destructor: its storage lives as long as the thread.
+    let h = HEAP.with(|h| h.get());
     // SAFETY: the heap is this thread's alone, and `f` never re-enters the
     // allocator (the core allocates nothing), so this `&mut` is unique.
-    HEAP.with(|h| f(unsafe { &mut *h.get() }))
+    f(unsafe { &mut *h })
 }
 
 /// Attach this thread's heap if it is detached, and register the thread-exit
@@ -77,6 +121,7 @@ fn with_heap<R>(f: impl FnOnce(&mut LocalHeap) -> R) -> R {
 #[cold]
 #[inline(never)]
 fn ensure_attached() -> bool {
+    init();
     let attached = with_heap(|h| h.is_attached() || ALLOC.attach(h));
     if !attached {
         return false;
@@ -95,6 +140,8 @@ fn ensure_attached() -> bool {
 #[cold]
 #[inline(never)]
 fn alloc_cold(layout: Layout) -> *mut u8 {
+    init();
+    env::maybe_log(LOG_INTERVAL_MS.load(Ordering::Relaxed));
     if !with_heap(|h| h.is_attached()) && !ensure_attached() {
         return ALLOC.alloc_shared(layout);
     }
@@ -106,12 +153,15 @@ fn alloc_cold(layout: Layout) -> *mut u8 {
 #[cold]
 #[inline(never)]
 fn fault(f: Fault) -> ! {
-    let mut buf = [0u8; 160];
-    let mut w = &mut buf[..];
-    let _ = writeln!(w, "hakmem: fatal: {f}");
-    let left = w.len();
-    let n = buf.len() - left;
-    let _ = rustix::io::write(rustix::stdio::stderr(), &buf[..n]);
+    fatal(format_args!("{f}"))
+}
+
+/// Print `hakmem: fatal: …` to standard error without allocating, and abort.
+#[cold]
+pub(crate) fn fatal(msg: core::fmt::Arguments<'_>) -> ! {
+    let mut e = env::Stderr::new();
+    let _ = writeln!(e, "hakmem: fatal: {msg}");
+    e.flush();
     std::process::abort();
 }
 
@@ -120,7 +170,7 @@ fn fault(f: Fault) -> ! {
 // and `realloc` accept exactly what `alloc` returned. The core upholds the
 // block guarantees; this adapter only routes to the calling thread's heap.
 unsafe impl GlobalAlloc for HakMem {
-    #[inline]
+    #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = with_heap(|h| ALLOC.alloc_fast(h, layout));
         if !p.is_null() {
@@ -129,7 +179,7 @@ unsafe impl GlobalAlloc for HakMem {
         alloc_cold(layout)
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: the caller passes a block of ours, allocated with `layout`.
         with_heap(|h| unsafe { ALLOC.free_sized_or(h, ptr, layout, |f| fault(f)) })
@@ -173,8 +223,11 @@ unsafe impl GlobalAlloc for HakMem {
     }
 }
 
-/// The allocator's accounting (segments, pages, Large bytes, heaps).
+/// The allocator's accounting (segments, pages, Large bytes, heaps) and the
+/// per-class operation counters of every heap. Its `Display` is the printer
+/// that `HAKMEM_STATS=1` uses at exit.
 pub fn stats() -> Stats {
+    init();
     ALLOC.stats()
 }
 
@@ -182,6 +235,7 @@ pub fn stats() -> Stats {
 /// cached spans, abandoned heaps' remote frees, empty segments and cached
 /// Large regions.
 pub fn collect() {
+    init();
     with_heap(|h| ALLOC.collect(Some(h)));
 }
 

@@ -219,11 +219,14 @@ unsafe impl PageSource for MmapSource {
     }
 
     fn page_size(&self) -> usize {
-        rustix::param::page_size()
+        crate::env::page_size()
+    }
+
+    fn fatal(&self, msg: core::fmt::Arguments<'_>) -> ! {
+        crate::fatal(msg)
     }
 
     fn now_ms(&self) -> u64 {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-        t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
+        crate::env::now_ms()
     }
 }
