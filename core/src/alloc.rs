@@ -346,23 +346,22 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         layout: Layout,
         on_fault: F,
     ) {
-        if Geo::<G>::TINY_SINGLE_PAGE {
-            let s = layout.pad_to_align().size();
-            if s <= TINY_MAX {
-                // SAFETY: `tiny_class` returns at most NUM_TINY.
-                let bin = unsafe { heap.tiny.get_unchecked_mut(class::tiny_class(s)) };
-                if ptr.addr() & !(Geo::<G>::PAGE_SIZE - 1) == bin.page_base {
-                    let b = ptr.cast::<Block>();
-                    // SAFETY: `ptr` lies in the bin's current page, which this
-                    // heap owns; the caller gives the block up.
-                    unsafe { block::set_next(b, bin.free) };
-                    bin.free = b;
-                    heap.tiny_tick = heap.tiny_tick.wrapping_sub(1);
-                    if heap.tiny_tick == 0 {
-                        Self::sample(heap, class::tiny_class(s), Op::FastFree, ptr);
-                    }
-                    return;
+        let s = layout.pad_to_align().size();
+        if s <= TINY_MAX {
+            let c = class::tiny_class(s);
+            // SAFETY: `tiny_class` returns at most NUM_TINY.
+            let bin = unsafe { heap.tiny.get_unchecked_mut(c) };
+            if ptr.addr().wrapping_sub(bin.page_base) < bin.page_len {
+                let b = ptr.cast::<Block>();
+                // SAFETY: `ptr` lies in the bin's current page, which this
+                // heap owns; the caller gives the block up.
+                unsafe { block::set_next(b, bin.free) };
+                bin.free = b;
+                heap.tiny_tick = heap.tiny_tick.wrapping_sub(1);
+                if heap.tiny_tick == 0 {
+                    Self::sample(heap, c, Op::FastFree, ptr);
                 }
+                return;
             }
         }
         // SAFETY: forwarded from the caller.
@@ -991,7 +990,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                     // Full: the page stops being current and leaves every list.
                     self.settle(o, d);
                     bin.page = ptr::null_mut();
-                    bin.page_base = usize::MAX;
+                    bin.page_len = 0;
                 }
                 let Some(d) = self.next_span(h, o, c) else {
                     return ptr::null_mut();
@@ -999,13 +998,11 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 (*d).flags.set((*d).flags.get() | PageFlags::CURRENT);
                 self.delta(o, d, site::ATTACH);
                 bin.page = d;
-                // The hot front recognises the page's blocks by its address;
-                // a class without it keeps an address no pointer can have.
-                bin.page_base = if self.cfg().is_hot_class(c) {
-                    (*d).area.get().addr() & !(Geo::<G>::PAGE_SIZE - 1)
-                } else {
-                    usize::MAX
-                };
+                // The hot front recognises the page's blocks by their address;
+                // a class without it keeps an empty range.
+                bin.page_base = (*d).area.get().addr();
+                bin.page_len =
+                    if self.cfg().is_hot_class(c) { (*d).capacity.get() as usize * class::size_of_class(c) } else { 0 };
             }
             let b = bin.free;
             bin.free = block::next(b);
@@ -1251,7 +1248,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 bin.mag = ptr::null_mut();
                 bin.mag_len = 0;
                 bin.page = ptr::null_mut();
-                bin.page_base = usize::MAX;
+                bin.page_len = 0;
                 self.return_list(o, free);
                 self.return_list(o, mag);
                 if !page.is_null() {

@@ -183,10 +183,11 @@ pub(crate) struct TinyBin {
     pub free: *mut Block,
     /// The current page: local frees of its blocks go straight to `free`.
     pub page: *mut PageDesc,
-    /// Address of the current page (`usize::MAX` when there is none), so a
-    /// free that knows its size can recognise one of the page's blocks
-    /// without reading any descriptor.
+    /// Start and length of the current page's area (0 bytes when there is
+    /// none, or the class has no hot front), so a free that knows its size
+    /// recognises one of the page's blocks without reading any descriptor.
     pub page_base: usize,
+    pub page_len: usize,
     /// Magazine: local frees of other pages' blocks, when `mag_cap > 0`.
     pub mag: *mut Block,
     pub mag_len: u32,
@@ -238,7 +239,8 @@ unsafe impl Send for LocalHeap {}
 const EMPTY_TINY: TinyBin = TinyBin {
     free: ptr::null_mut(),
     page: ptr::null_mut(),
-    page_base: usize::MAX,
+    page_base: 0,
+    page_len: 0,
     mag: ptr::null_mut(),
     mag_len: 0,
     mag_cap: 0,

@@ -59,6 +59,7 @@ struct State {
 pub struct TestSource {
     state: Mutex<State>,
     page_size: usize,
+    owns_calls: core::sync::atomic::AtomicUsize,
 }
 
 impl TestSource {
@@ -68,7 +69,14 @@ impl TestSource {
         TestSource {
             state: Mutex::new(State { regions: Vec::new(), budget: None, reserves: 0, failures: 0, purged: 0 }),
             page_size,
+            owns_calls: core::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// How many times `owns` was asked (a free that took the descriptor
+    /// path asks once; the hot front does not ask).
+    pub fn owns_calls(&self) -> usize {
+        self.owns_calls.load(core::sync::atomic::Ordering::Relaxed)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -182,6 +190,7 @@ unsafe impl PageSource for TestSource {
     }
 
     fn owns(&self, addr: usize) -> bool {
+        self.owns_calls.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         self.state().regions.iter().any(|r| r.base == addr)
     }
 

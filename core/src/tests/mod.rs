@@ -1,6 +1,7 @@
 //! Tests of the allocator over the tracking `TestSource`.
 
 mod basic;
+mod config;
 mod model;
 mod threads;
 
