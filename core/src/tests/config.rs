@@ -64,8 +64,8 @@ fn stats_are_exact_in_a_single_thread() {
         }
     }
     let s: Stats = a.stats();
-    for c in 1..crate::class::NUM_CLASSES {
-        assert_eq!((s.classes[c].allocs(), s.classes[c].frees()), want[c], "class {c}: {:?}", s.classes[c]);
+    for (c, (cs, want)) in s.classes.iter().zip(want).enumerate().skip(1) {
+        assert_eq!((cs.allocs(), cs.frees()), want, "class {c}: {cs:?}");
     }
     assert_eq!((s.large_allocs, s.large_frees), large);
     for (p, _) in live {
