@@ -724,7 +724,14 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             Self::mark_span(d, pages, ptr::null_mut(), info(0, kind::FREE, 0));
             let seg = Geo::<G>::segment_of(d);
             let idx = Geo::<G>::desc_index(d);
-            let release = self.pool.lock().give_span::<G>(seg, idx, pages, self.cfg().segment_reserve as usize);
+            let now = self.source.now_ms();
+            let release = {
+                let mut pool = self.pool.lock();
+                let r = pool.give_span::<G>(seg, idx, pages, self.cfg().segment_reserve as usize, now);
+                // Piggyback: purge what has been free long enough.
+                self.purge_pool(&mut pool, now, false, Self::PURGE_BATCH);
+                r
+            };
             if let Some(seg) = release {
                 self.release_segment(seg, Geo::<G>::SEGMENT_SIZE);
             }
@@ -820,8 +827,13 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     /// A run of `pages` pages from the pool, reserving a segment if needed.
     fn take_from_pool(&self, pages: usize, first_ok: bool) -> Option<*mut PageDesc> {
         loop {
-            if let Some((seg, idx)) = self.pool.lock().take_span::<G>(pages, first_ok) {
-                return Some(Geo::<G>::desc_at(seg, idx));
+            {
+                let mut pool = self.pool.lock();
+                let taken = pool.take_span::<G>(pages, first_ok);
+                self.purge_pool(&mut pool, self.source.now_ms(), false, Self::PURGE_BATCH);
+                if let Some((seg, idx)) = taken {
+                    return Some(Geo::<G>::desc_at(seg, idx));
+                }
             }
             // Reserve outside the lock: a system call must not stall others.
             let seg = self.new_segment(seg_kind::SMALL, kind::FREE)?;
@@ -1231,6 +1243,8 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         // SAFETY: we give `h` up.
         unsafe { self.heaps.lock().put(h, abandoned) };
         *heap = LocalHeap::new();
+        // Thread exit is a purge opportunity too.
+        self.purge(false);
     }
 
     /// Empty every bin of `heap` into its spans; returns whether `h` still
@@ -1340,7 +1354,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             }
         }
         let mut cache = self.large.lock();
-        let mut drained = [LargeEntry { seg: ptr::null_mut(), size: 0 }; crate::pool::LARGE_CACHE_SLOTS];
+        let mut drained = [LargeEntry::EMPTY; crate::pool::LARGE_CACHE_SLOTS];
         let mut n = 0;
         cache.drain(|e| {
             drained[n] = e;
@@ -1351,6 +1365,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             // SAFETY: the cache gave the region up.
             unsafe { self.release_segment(e.seg, e.size) };
         }
+        self.purge(true);
     }
 
     /// The count changes per site that `heap`'s heap recorded (checking
@@ -1416,17 +1431,19 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         let (seg, zeroed, region) = match cached {
             Some(e) => {
                 let seg = e.seg;
-                // Give back the tail we do not need, where the source can.
-                let mut rsize = e.size;
-                if rsize > region {
-                    // SAFETY: the cached region is ours; shrinking keeps the base.
-                    if unsafe { self.source.resize(NonNull::new_unchecked(seg.cast()), rsize, region, seg_size, false) }
-                        .is_some()
-                    {
-                        rsize = region;
-                    }
+                let purged_zero = e.purged == Purged::Zeroed;
+                let head = Geo::<G>::HEADER_SIZE;
+                if purged_zero && !head.is_multiple_of(ps) {
+                    // The purge covered whole OS pages only: clear the bytes
+                    // between the block start and the first purged page.
+                    let n = head.next_multiple_of(ps) - head;
+                    // SAFETY: inside the cached region, past its header.
+                    unsafe { seg.cast::<u8>().add(head).write_bytes(0, n.min(e.size - head)) };
                 }
-                (seg, false, rsize)
+                // The region keeps its size: shrinking it on every reuse costs a
+                // system call each time and makes the next larger request miss.
+                let rsize = e.size;
+                (seg, purged_zero, rsize)
             }
             None => {
                 let Some(r) = self.source.reserve(region, region_align) else {
@@ -1486,14 +1503,14 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     unsafe fn release_large(&self, seg: *mut SegmentHeader) {
         // SAFETY: the header is ours.
         let (size, offset) = unsafe { ((*seg).region_size.get(), (*seg).block_offset.get()) };
-        let mut evicted = [LargeEntry { seg: ptr::null_mut(), size: 0 }; crate::pool::LARGE_CACHE_SLOTS + 1];
+        let mut evicted = [LargeEntry::EMPTY; crate::pool::LARGE_CACHE_SLOTS + 1];
         let mut n = 0;
         {
             let mut lc = self.large.lock();
             lc.live -= 1;
             lc.live_bytes -= size;
             lc.frees += 1;
-            let e = LargeEntry { seg, size };
+            let e = LargeEntry { seg, size, since: self.source.now_ms(), purged: Purged::No };
             if offset == Self::LARGE_PLAIN_OFFSET {
                 // Mark the block's descriptor so a second free of it is caught.
                 // SAFETY: the region is ours; the descriptor is in its header.
@@ -1506,6 +1523,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                     evicted[n] = x;
                     n += 1;
                 });
+                self.purge_large(&mut lc, e.since, false);
             } else {
                 evicted[0] = e;
                 n = 1;
@@ -1653,6 +1671,71 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     // Statistics, purging, fork
     // ------------------------------------------------------------------
 
+    /// Segments a pool event purges at most (a batch: a few system calls).
+    const PURGE_BATCH: usize = 4;
+
+    /// Purge, under the pool lock, the dirty free pages that have been free
+    /// for the configured delay (all of them with `force`).
+    fn purge_pool(&self, pool: &mut Pool, now: u64, force: bool, batch: usize) {
+        let delay = self.cfg().purge_delay_ms as u64;
+        let live = pool.pages_in_use * Geo::<G>::PAGE_SIZE;
+        let limit = self.cfg().purge_dirty_min.max(live / 4) / Geo::<G>::PAGE_SIZE;
+        pool.purge_expired::<G>(now, delay, force, limit, batch, |seg, first, pages| {
+            let (area, len) = Geo::<G>::span_area(seg, first, pages);
+            // SAFETY: free pages of a live segment of ours, which the pool
+            // lock we hold keeps free while they are purged.
+            unsafe { self.purge_range(area, len) != Purged::No }
+        });
+    }
+
+    /// Purge the OS pages wholly inside `[area, area + len)`.
+    ///
+    /// # Safety
+    /// The range is inside a live region of ours and its contents are not needed.
+    unsafe fn purge_range(&self, area: *mut u8, len: usize) -> Purged {
+        let ps = self.source.page_size();
+        let start = area.map_addr(|a| a.next_multiple_of(ps));
+        let end = (area.addr() + len) & !(ps - 1);
+        if end <= start.addr() {
+            return Purged::No;
+        }
+        // SAFETY: forwarded: the range is inside a live region and unused.
+        unsafe { self.source.purge(NonNull::new_unchecked(start), end - start.addr()) }
+    }
+
+    /// Purge free memory that has waited the configured delay (everything,
+    /// with `force`): dirty free pages in the pool and the bodies of cached
+    /// Large regions. Pool events and thread exit call this on their own;
+    /// an adapter may call it from a timer.
+    pub fn purge(&self, force: bool) {
+        let now = self.source.now_ms();
+        {
+            let mut pool = self.pool.lock();
+            self.purge_pool(&mut pool, now, force, usize::MAX);
+        }
+        self.purge_large(&mut self.large.lock(), now, force);
+    }
+
+    /// Purge, under the Large cache lock, the bodies of regions cached for
+    /// the configured delay (all with `force`). Headers stay resident.
+    fn purge_large(&self, lc: &mut LargeCache, now: u64, force: bool) {
+        let delay = self.cfg().purge_delay_ms as u64;
+        // Cached Large regions wait out the delay whatever their size (they
+        // are bounded by `large_cache_bytes`): a big region reused within the
+        // delay must not fault its pages in again.
+        let mut purged = 0u64;
+        lc.purge_expired(now, delay, force, usize::MAX, |e| {
+            let body = Geo::<G>::HEADER_SIZE;
+            // SAFETY: a cached region is ours and unused; its header stays.
+            let r = unsafe { self.purge_range(e.seg.cast::<u8>().wrapping_add(body), e.size - body) };
+            if r != Purged::No {
+                purged += (e.size - body) as u64;
+            }
+            r
+        });
+        lc.purged_bytes += purged;
+    }
+
     /// The allocator's own accounting, read under its locks, with every
     /// heap's counters merged in.
     pub fn stats(&self) -> Stats {
@@ -1664,6 +1747,9 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         {
             let p = self.pool.lock();
             (s.segments, s.empty_segments, s.pages_in_use) = (p.segments, p.empty_segments, p.pages_in_use);
+            s.bytes_purged = p.purged_bytes;
+            s.bytes_decommitted = p.clean_pages * Geo::<G>::PAGE_SIZE;
+            s.bytes_dirty = p.dirty_pages * Geo::<G>::PAGE_SIZE;
         }
         {
             let h = self.heaps.lock();
@@ -1684,25 +1770,11 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             let l = self.large.lock();
             (s.large_live, s.large_live_bytes, s.large_cached_bytes) = (l.live, l.live_bytes, l.bytes);
             (s.large_allocs, s.large_frees) = (l.allocs, l.frees);
+            s.bytes_purged += l.purged_bytes;
+            s.bytes_decommitted += l.bytes - l.resident_bytes();
         }
         s.bytes_reserved = s.segments * Geo::<G>::SEGMENT_SIZE + s.large_live_bytes + s.large_cached_bytes;
         s
-    }
-
-    /// Purge the free pages of `d`'s span (used by the purge policy).
-    ///
-    /// # Safety
-    /// The span is free and not in use by anyone.
-    #[allow(dead_code)]
-    unsafe fn purge_span(&self, area: *mut u8, len: usize) -> Purged {
-        let ps = self.source.page_size();
-        let start = area.map_addr(|a| a.next_multiple_of(ps));
-        let end = (area.addr() + len) & !(ps - 1);
-        if end <= start.addr() {
-            return Purged::No;
-        }
-        // SAFETY: forwarded: the range is inside a live region and unused.
-        unsafe { self.source.purge(NonNull::new_unchecked(start), end - start.addr()) }
     }
 
     /// Take every lock of the cold side, so a `fork` sees consistent state.

@@ -58,6 +58,10 @@ pub struct Config {
     pub large_cache_bytes: usize,
     /// Free pages are purged once free this long (milliseconds; 0: at once).
     pub purge_delay_ms: u32,
+    /// Free memory may stay resident (waiting for its delay) up to
+    /// `max(purge_dirty_min, in-use / 4)` bytes; beyond that the oldest is
+    /// purged at once, so a large release returns memory as it happens.
+    pub purge_dirty_min: usize,
     /// Tiny fast-path operations are counted once every `2^tiny_sample_shift`.
     pub tiny_sample_shift: u8,
     /// Mid fast-path operations are counted once every `2^mid_sample_shift`.
@@ -84,13 +88,14 @@ impl Config {
         tiny_mag_cap: 256,
         mid_ring: 16,
         mid_lifo_max: 256,
-        mid_bin_bytes: 512 * 1024,
+        mid_bin_bytes: 128 * 1024,
         ring_return_div: 2,
         drain_budget: 1024,
         heap_page_cache: 4,
         segment_reserve: 1,
         large_cache_bytes: 64 << 20,
         purge_delay_ms: 10,
+        purge_dirty_min: 1 << 20,
         tiny_sample_shift: 8,
         mid_sample_shift: 8,
         trylock_probes: 1,
@@ -161,6 +166,7 @@ impl Config {
             "HAKMEM_SEGMENT_RESERVE" => c.segment_reserve = parse_u64(v, u8::MAX as u64)? as u8,
             "HAKMEM_LARGE_CACHE_BYTES" => c.large_cache_bytes = parse_u64(v, isize::MAX as u64)? as usize,
             "HAKMEM_PURGE_DELAY_MS" => c.purge_delay_ms = parse_u64(v, u32::MAX as u64)? as u32,
+            "HAKMEM_PURGE_DIRTY_MIN" => c.purge_dirty_min = parse_u64(v, isize::MAX as u64)? as usize,
             "HAKMEM_TRYLOCK_PROBES" => c.trylock_probes = parse_u64(v, u8::MAX as u64)? as u8,
             "HAKMEM_TINY_C6_DEBUG_POP" => c.debug_pop = parse_bool(v)?,
             "HAKMEM_TINY_C6_DELTA_TRACE" => c.delta_trace = parse_bool(v)?,
@@ -215,13 +221,19 @@ pub const SWITCHES: &[(&str, &str, &str, &str)] = &[
     ("HAKMEM_POOL_COUNT_SAMPLE", "8", "0-24", "Mid fast-path counters sampled once per 2^N operations"),
     ("HAKMEM_POOL_TLS_RING", "16", "0-16", "Mid ring slots per class: frees that never touch the block"),
     ("HAKMEM_TLS_LO_MAX", "256", "0-65535", "Mid LIFO cap behind the ring: fewer span visits vs cached memory"),
-    ("HAKMEM_MID_BIN_BYTES", "524288", "0-4G", "bytes one Mid bin may cache (caps ring+LIFO for big classes)"),
+    ("HAKMEM_MID_BIN_BYTES", "131072", "0-4G", "bytes one Mid bin may cache (caps ring+LIFO for big classes)"),
     ("HAKMEM_RING_RETURN_DIV", "2", "1-255", "share of a full LIFO (len/N) flushed back to its spans"),
     ("HAKMEM_DRAIN_BUDGET", "1024", "1-65535", "remote frees processed per slow path: latency vs backlog"),
     ("HAKMEM_HEAP_PAGE_CACHE", "4", "0-255", "empty spans a heap keeps: fewer pool visits vs idle memory"),
     ("HAKMEM_SEGMENT_RESERVE", "1", "0-255", "empty segments kept: fewer mmap calls vs idle address space"),
     ("HAKMEM_LARGE_CACHE_BYTES", "67108864", "bytes", "freed Large regions kept for reuse: fewer faults vs memory"),
     ("HAKMEM_PURGE_DELAY_MS", "10", "0-4294967295", "how long free pages stay resident before they are purged"),
+    (
+        "HAKMEM_PURGE_DIRTY_MIN",
+        "1048576",
+        "bytes",
+        "free memory kept resident beyond the delay rule: max(this, in-use/4); less holds less after a peak, more refaults less",
+    ),
     ("HAKMEM_TRYLOCK_PROBES", "1", "0-255", "bare metal: per-CPU heaps tried before the shared heap"),
     ("HAKMEM_HDR_LIGHT", "-", "0, 1, 2", "accepted with a warning: Mid blocks carry no header"),
     ("HAKMEM_TINY_C6_DEBUG_POP", "0", "0, 1", "check-invariants builds: validate blocks taken from a span, fail fast"),

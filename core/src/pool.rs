@@ -43,6 +43,15 @@ pub(crate) struct Pool {
     pub segments: usize,
     /// Pages handed to heaps (cached spans included).
     pub pages_in_use: usize,
+    /// Segments with dirty pages, oldest first (doubly linked through `dq_*`).
+    dq_head: *mut SegmentHeader,
+    dq_tail: *mut SegmentHeader,
+    /// Free pages known not to be resident (purged or never touched).
+    pub clean_pages: usize,
+    /// Bytes purged so far.
+    pub purged_bytes: u64,
+    /// Free pages that may be resident (the dirty bits of all segments).
+    pub dirty_pages: usize,
 }
 
 // SAFETY: the raw pointers are to segment headers that live as long as the
@@ -51,7 +60,17 @@ unsafe impl Send for Pool {}
 
 impl Pool {
     pub(crate) const fn new() -> Pool {
-        Pool { avail: ptr::null_mut(), empty_segments: 0, segments: 0, pages_in_use: 0 }
+        Pool {
+            avail: ptr::null_mut(),
+            empty_segments: 0,
+            segments: 0,
+            pages_in_use: 0,
+            dq_head: ptr::null_mut(),
+            dq_tail: ptr::null_mut(),
+            clean_pages: 0,
+            purged_bytes: 0,
+            dirty_pages: 0,
+        }
     }
 
     /// # Safety
@@ -95,10 +114,13 @@ impl Pool {
         // SAFETY: the segment is ours and now guarded by the pool lock.
         unsafe {
             (*seg).free_mask.set(Geo::<G>::ALL_PAGES);
+            // Never touched: nothing resident but the header.
+            (*seg).clean.set(Geo::<G>::ALL_PAGES);
             self.link(seg);
         }
         self.segments += 1;
         self.empty_segments += 1;
+        self.clean_pages += Geo::<G>::ALL_PAGES.count_ones() as usize;
     }
 
     /// Take a run of `pages` free pages, avoiding the shortened first page
@@ -118,8 +140,15 @@ impl Pool {
                     if mask == Geo::<G>::ALL_PAGES {
                         self.empty_segments -= 1;
                     }
-                    let left = mask & !run_bits(idx, pages);
+                    let bits = run_bits(idx, pages);
+                    let left = mask & !bits;
                     (*seg).free_mask.set(left);
+                    let dirty = (*seg).dirty.get();
+                    self.dirty_pages -= (dirty & bits).count_ones() as usize;
+                    (*seg).dirty.set(dirty & !bits);
+                    let clean = (*seg).clean.get();
+                    self.clean_pages -= (clean & bits).count_ones() as usize;
+                    (*seg).clean.set(clean & !bits);
                     if left == 0 {
                         self.unlink(seg);
                     }
@@ -144,11 +173,13 @@ impl Pool {
         idx: usize,
         pages: usize,
         reserve: usize,
+        now: u64,
     ) -> Option<*mut SegmentHeader> {
         self.pages_in_use -= pages;
         // SAFETY: live segment; the lock guards the fields.
         unsafe {
-            let mask = (*seg).free_mask.get() | run_bits(idx, pages);
+            let bits = run_bits(idx, pages);
+            let mask = (*seg).free_mask.get() | bits;
             (*seg).free_mask.set(mask);
             if !(*seg).listed.get() {
                 self.link(seg);
@@ -157,13 +188,118 @@ impl Pool {
                 if self.empty_segments < reserve {
                     self.empty_segments += 1;
                 } else {
-                    self.unlink(seg);
-                    self.segments -= 1;
+                    self.forget(seg);
                     return Some(seg);
                 }
             }
+            let dirty = (*seg).dirty.get();
+            self.dirty_pages += (bits & !dirty).count_ones() as usize;
+            (*seg).dirty.set(dirty | bits);
+            if !(*seg).in_dq.get() {
+                (*seg).dirty_since.set(now);
+                self.dq_push(seg);
+            }
         }
         None
+    }
+
+    /// Take a segment off every list before it is released.
+    ///
+    /// # Safety
+    /// `seg` is a live small segment of this pool with all pages free.
+    unsafe fn forget(&mut self, seg: *mut SegmentHeader) {
+        // SAFETY: the lock guards the fields.
+        unsafe {
+            self.unlink(seg);
+            if (*seg).in_dq.get() {
+                self.dq_remove(seg);
+            }
+            self.clean_pages -= (*seg).clean.get().count_ones() as usize;
+            self.dirty_pages -= (*seg).dirty.get().count_ones() as usize;
+            (*seg).dirty.set(0);
+        }
+        self.segments -= 1;
+    }
+
+    /// # Safety
+    /// `seg` is live and not on the dirty queue.
+    unsafe fn dq_push(&mut self, seg: *mut SegmentHeader) {
+        // SAFETY: the lock guards the fields.
+        unsafe {
+            (*seg).dq_next.set(ptr::null_mut());
+            (*seg).dq_prev.set(self.dq_tail);
+            if self.dq_tail.is_null() {
+                self.dq_head = seg;
+            } else {
+                (*self.dq_tail).dq_next.set(seg);
+            }
+            self.dq_tail = seg;
+            (*seg).in_dq.set(true);
+        }
+    }
+
+    /// # Safety
+    /// `seg` is on the dirty queue.
+    unsafe fn dq_remove(&mut self, seg: *mut SegmentHeader) {
+        // SAFETY: the lock guards the fields.
+        unsafe {
+            let (prev, next) = ((*seg).dq_prev.get(), (*seg).dq_next.get());
+            if prev.is_null() {
+                self.dq_head = next;
+            } else {
+                (*prev).dq_next.set(next);
+            }
+            if next.is_null() {
+                self.dq_tail = prev;
+            } else {
+                (*next).dq_prev.set(prev);
+            }
+            (*seg).in_dq.set(false);
+        }
+    }
+
+    /// Purge the dirty free pages of segments whose oldest dirty page has
+    /// been free for `delay` ms (all of them with `force`), and, oldest
+    /// first, of as many more as it takes to bring the dirty pages down to
+    /// `limit`; at most `max_segments` segments. `purge(seg, first_page,
+    /// pages)` purges a run and says whether the memory is now not resident.
+    pub(crate) fn purge_expired<G: Geometry>(
+        &mut self,
+        now: u64,
+        delay: u64,
+        force: bool,
+        limit: usize,
+        mut max_segments: usize,
+        mut purge: impl FnMut(*mut SegmentHeader, usize, usize) -> bool,
+    ) {
+        while !self.dq_head.is_null() && max_segments > 0 {
+            let seg = self.dq_head;
+            // SAFETY: queued segments are live; the lock guards the fields.
+            unsafe {
+                let expired = now.saturating_sub((*seg).dirty_since.get()) >= delay;
+                if !force && !expired && self.dirty_pages <= limit {
+                    break;
+                }
+                self.dq_remove(seg);
+                let mut dirty = (*seg).dirty.get() & (*seg).free_mask.get();
+                self.dirty_pages -= (*seg).dirty.get().count_ones() as usize;
+                (*seg).dirty.set(0);
+                let mut clean = 0u64;
+                while dirty != 0 {
+                    let start = dirty.trailing_zeros() as usize;
+                    let len = (dirty >> start).trailing_ones() as usize;
+                    let run = run_bits(start, len);
+                    dirty &= !run;
+                    if purge(seg, start, len) {
+                        clean |= run;
+                        self.purged_bytes += (len * Geo::<G>::PAGE_SIZE) as u64;
+                    }
+                }
+                self.clean_pages += (clean & !(*seg).clean.get()).count_ones() as usize;
+                (*seg).clean.set((*seg).clean.get() | clean);
+            }
+            max_segments -= 1;
+        }
     }
 
     /// Remove every empty segment (for `collect` and teardown); `f` releases each.
@@ -174,8 +310,7 @@ impl Pool {
             unsafe {
                 let next = (*seg).next.get();
                 if (*seg).free_mask.get() == Geo::<G>::ALL_PAGES {
-                    self.unlink(seg);
-                    self.segments -= 1;
+                    self.forget(seg);
                     self.empty_segments -= 1;
                     f(seg);
                 }
@@ -281,6 +416,15 @@ impl HeapPool {
 pub(crate) struct LargeEntry {
     pub seg: *mut SegmentHeader,
     pub size: usize,
+    /// When it was cached (the source's milliseconds).
+    pub since: u64,
+    /// Whether its body has been purged, and how.
+    pub purged: crate::source::Purged,
+}
+
+impl LargeEntry {
+    pub(crate) const EMPTY: LargeEntry =
+        LargeEntry { seg: ptr::null_mut(), size: 0, since: 0, purged: crate::source::Purged::No };
 }
 
 pub(crate) const LARGE_CACHE_SLOTS: usize = 16;
@@ -296,6 +440,8 @@ pub(crate) struct LargeCache {
     /// Large allocations and frees so far.
     pub allocs: u64,
     pub frees: u64,
+    /// Bytes of cached regions purged so far.
+    pub purged_bytes: u64,
 }
 
 // SAFETY: the entries are regions owned by the cache; reached through its lock.
@@ -304,13 +450,14 @@ unsafe impl Send for LargeCache {}
 impl LargeCache {
     pub(crate) const fn new() -> LargeCache {
         LargeCache {
-            entries: [LargeEntry { seg: ptr::null_mut(), size: 0 }; LARGE_CACHE_SLOTS],
+            entries: [LargeEntry::EMPTY; LARGE_CACHE_SLOTS],
             len: 0,
             bytes: 0,
             live: 0,
             live_bytes: 0,
             allocs: 0,
             frees: 0,
+            purged_bytes: 0,
         }
     }
 
@@ -349,6 +496,36 @@ impl LargeCache {
         self.entries[self.len] = e;
         self.len += 1;
         self.bytes += e.size;
+    }
+
+    /// Purge the body of every entry cached for `delay` ms (all with
+    /// `force`), and, oldest first, of as many more as it takes to keep the
+    /// resident cached bytes within `limit`; `purge` does one region and
+    /// says how.
+    pub(crate) fn purge_expired(
+        &mut self,
+        now: u64,
+        delay: u64,
+        force: bool,
+        limit: usize,
+        mut purge: impl FnMut(&LargeEntry) -> crate::source::Purged,
+    ) {
+        let mut resident = self.resident_bytes();
+        for e in &mut self.entries[..self.len] {
+            if e.purged == crate::source::Purged::No
+                && (force || now.saturating_sub(e.since) >= delay || resident > limit)
+            {
+                e.purged = purge(e);
+                if e.purged != crate::source::Purged::No {
+                    resident -= e.size;
+                }
+            }
+        }
+    }
+
+    /// Bytes of cached regions not purged.
+    pub(crate) fn resident_bytes(&self) -> usize {
+        self.entries[..self.len].iter().filter(|e| e.purged == crate::source::Purged::No).map(|e| e.size).sum()
     }
 
     /// Remove every entry.

@@ -230,6 +230,19 @@ pub(crate) struct SegmentHeader {
     pub prev: Guarded<*mut SegmentHeader>,
     /// Small: whether on that list (pool lock).
     pub listed: Guarded<bool>,
+    /// Small: free pages whose memory may still be resident (pool lock).
+    pub dirty: Guarded<u64>,
+    /// Small: free pages known not to be resident: purged, or never touched
+    /// since the segment was reserved (pool lock).
+    pub clean: Guarded<u64>,
+    /// Small: when the oldest dirty page became free, in the source's
+    /// milliseconds (pool lock).
+    pub dirty_since: Guarded<u64>,
+    /// Small: links on the pool's queue of segments with dirty pages, oldest
+    /// first (pool lock).
+    pub dq_next: Guarded<*mut SegmentHeader>,
+    pub dq_prev: Guarded<*mut SegmentHeader>,
+    pub in_dq: Guarded<bool>,
 }
 
 /// Address arithmetic and per-class spans for a geometry.
@@ -384,6 +397,12 @@ impl<G: Geometry> Geo<G> {
                 next: Guarded::new(core::ptr::null_mut()),
                 prev: Guarded::new(core::ptr::null_mut()),
                 listed: Guarded::new(false),
+                dirty: Guarded::new(0),
+                clean: Guarded::new(0),
+                dirty_since: Guarded::new(0),
+                dq_next: Guarded::new(core::ptr::null_mut()),
+                dq_prev: Guarded::new(core::ptr::null_mut()),
+                in_dq: Guarded::new(false),
             });
             for i in 0..Self::PAGES {
                 let k = if i < Self::FIRST_PAGE { kind::HEADER } else { page_kind };

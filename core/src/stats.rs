@@ -124,8 +124,12 @@ pub struct Stats {
     pub bytes_reserved: usize,
     /// Bytes purged so far (given back to the source's OS while kept reserved).
     pub bytes_purged: u64,
-    /// Of the reserved bytes, those currently purged (not backed by memory).
+    /// Of the reserved bytes, free ones known not to be resident (purged, or
+    /// never touched).
     pub bytes_decommitted: usize,
+    /// Free bytes in the pool that may still be resident, waiting for their
+    /// purge delay.
+    pub bytes_dirty: usize,
     /// Threshold flushes of magazines and LIFOs.
     pub flushes: u64,
     /// The sampling shifts the fast-path counts were taken with.
@@ -154,6 +158,7 @@ impl Default for Stats {
             bytes_reserved: 0,
             bytes_purged: 0,
             bytes_decommitted: 0,
+            bytes_dirty: 0,
             flushes: 0,
             tiny_sample_shift: 0,
             mid_sample_shift: 0,
@@ -198,9 +203,10 @@ impl fmt::Display for Stats {
         let kib = |b: usize| b / 1024;
         writeln!(
             f,
-            "hakmem: reserved {} KiB (committed {} KiB, purged {} KiB so far), {} segments ({} empty), {} pages in use",
+            "hakmem: reserved {} KiB (committed {} KiB, {} KiB free and resident, purged {} KiB so far), {} segments ({} empty), {} pages in use",
             kib(self.bytes_reserved),
             kib(self.bytes_committed()),
+            kib(self.bytes_dirty),
             self.bytes_purged / 1024,
             self.segments,
             self.empty_segments,

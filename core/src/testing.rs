@@ -60,6 +60,7 @@ pub struct TestSource {
     state: Mutex<State>,
     page_size: usize,
     owns_calls: core::sync::atomic::AtomicUsize,
+    now: core::sync::atomic::AtomicU64,
 }
 
 impl TestSource {
@@ -70,7 +71,13 @@ impl TestSource {
             state: Mutex::new(State { regions: Vec::new(), budget: None, reserves: 0, failures: 0, purged: 0 }),
             page_size,
             owns_calls: core::sync::atomic::AtomicUsize::new(0),
+            now: core::sync::atomic::AtomicU64::new(1),
         }
+    }
+
+    /// Set the clock `now_ms` reports (it starts at 1 ms).
+    pub fn set_now(&self, ms: u64) {
+        self.now.store(ms, core::sync::atomic::Ordering::Relaxed);
     }
 
     /// How many times `owns` was asked (a free that took the descriptor
@@ -196,5 +203,9 @@ unsafe impl PageSource for TestSource {
 
     fn page_size(&self) -> usize {
         self.page_size
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.now.load(core::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -47,6 +47,7 @@ pub(crate) struct Settings {
     pub config: Config,
     pub stats_at_exit: bool,
     pub purge: Option<PurgeMode>,
+    pub purge_thread: bool,
     pub log_interval_ms: u64,
 }
 
@@ -99,7 +100,13 @@ fn warn(name: &str, value: &str, why: fmt::Arguments<'_>) {
 /// Read every `HAKMEM_*` variable. Unknown names and bad values get one
 /// warning each and leave the default.
 pub(crate) fn read() -> Settings {
-    let mut st = Settings { config: Config::DEFAULT, stats_at_exit: false, purge: None, log_interval_ms: 1000 };
+    let mut st = Settings {
+        config: Config::DEFAULT,
+        stats_at_exit: false,
+        purge: None,
+        purge_thread: false,
+        log_interval_ms: 1000,
+    };
     // SAFETY: `environ` is the libc's NUL-terminated array of NUL-terminated
     // strings; we only read it, before any thread of ours could change it.
     let mut p = unsafe { environ };
@@ -131,6 +138,10 @@ fn apply(st: &mut Settings, name: &str, value: &str) {
             _ => warn(name, value, format_args!("expected 0 or 1")),
         },
         "HAKMEM_LOG_FILE" => open_log(name, value),
+        "HAKMEM_PURGE_THREAD" => match v {
+            "0" | "1" => st.purge_thread = v == "1",
+            _ => warn(name, value, format_args!("expected 0 or 1")),
+        },
         "HAKMEM_LOG_INTERVAL_MS" => match v.parse::<u64>() {
             Ok(n) => st.log_interval_ms = n,
             Err(_) => warn(name, value, format_args!("not a number")),

@@ -71,6 +71,8 @@ static INIT: Once = Once::new();
 static STATS_AT_EXIT: AtomicBool = AtomicBool::new(false);
 /// `HAKMEM_LOG_INTERVAL_MS`.
 static LOG_INTERVAL_MS: AtomicU64 = AtomicU64::new(1000);
+/// `HAKMEM_PURGE_THREAD=1`: 1 wanted, 2 started.
+static PURGE_THREAD: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
 
 #[cold]
 fn init() {
@@ -86,6 +88,7 @@ fn init() {
             ALLOC.source().set_purge_mode(mode);
         }
         STATS_AT_EXIT.store(st.stats_at_exit, Ordering::Relaxed);
+        PURGE_THREAD.store(st.purge_thread as u8, Ordering::Relaxed);
         LOG_INTERVAL_MS.store(st.log_interval_ms, Ordering::Relaxed);
         env::register_exit();
     });
@@ -137,11 +140,34 @@ fn ensure_attached() -> bool {
     true
 }
 
+/// Start the background purge thread if it was asked for. Not from `init`:
+/// spawning a thread allocates, which must not happen inside the `Once`.
+#[cold]
+fn start_purge_thread() {
+    if PURGE_THREAD.compare_exchange(1, 2, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+        return;
+    }
+    let period = std::time::Duration::from_millis((ALLOC.config().purge_delay_ms as u64 / 2).max(1));
+    let spawned = std::thread::Builder::new().name("hakmem-purge".into()).spawn(move || {
+        loop {
+            std::thread::sleep(period);
+            ALLOC.purge(false);
+        }
+    });
+    if spawned.is_err() {
+        let mut e = env::Stderr::new();
+        let _ = writeln!(e, "hakmem: warning: HAKMEM_PURGE_THREAD=1: cannot start the thread; purging on events only");
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn alloc_cold(layout: Layout) -> *mut u8 {
     init();
     env::maybe_log(LOG_INTERVAL_MS.load(Ordering::Relaxed));
+    if PURGE_THREAD.load(Ordering::Relaxed) == 1 {
+        start_purge_thread();
+    }
     if !with_heap(|h| h.is_attached()) && !ensure_attached() {
         return ALLOC.alloc_shared(layout);
     }

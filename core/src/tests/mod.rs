@@ -3,6 +3,7 @@
 mod basic;
 mod config;
 mod model;
+mod purge;
 mod threads;
 
 use core::alloc::Layout;
