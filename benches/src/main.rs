@@ -239,10 +239,11 @@ fn cmd_fastpath(mut a: Args) -> Result<(), String> {
 
 fn cmd_report(mut a: Args) -> Result<(), String> {
     let input = a.value("report")?;
-    let mut out = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../docs/BENCHMARKS.md"
-    ));
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = manifest
+        .parent()
+        .unwrap_or(manifest)
+        .join("docs/BENCHMARKS.md");
     let mut callgrind = Vec::new();
     let mut notes = None;
     while let Some(flag) = a.0.next() {
