@@ -32,13 +32,8 @@ pub enum AllocKind {
 
 impl AllocKind {
     /// Every allocator, hakmem first.
-    pub const ALL: [AllocKind; 5] = [
-        AllocKind::Hakmem,
-        AllocKind::System,
-        AllocKind::Mimalloc,
-        AllocKind::Jemalloc,
-        AllocKind::Sol,
-    ];
+    pub const ALL: [AllocKind; 5] =
+        [AllocKind::Hakmem, AllocKind::System, AllocKind::Mimalloc, AllocKind::Jemalloc, AllocKind::Sol];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -94,10 +89,7 @@ pub fn versions() -> Vec<(String, String)> {
     let mut v = Vec::new();
     // SAFETY: `mi_version` has no preconditions.
     let mi = unsafe { libmimalloc_sys::mi_version() };
-    v.push((
-        "mimalloc".into(),
-        format!("{}.{}.{}", mi / 10000, mi / 100 % 100, mi % 100),
-    ));
+    v.push(("mimalloc".into(), format!("{}.{}.{}", mi / 10000, mi / 100 % 100, mi % 100)));
     v.push(("jemalloc".into(), jemalloc_version()));
     v.push(("glibc".into(), glibc_version()));
     v
@@ -107,22 +99,12 @@ fn jemalloc_version() -> String {
     let mut p: *const core::ffi::c_char = core::ptr::null();
     let mut len = size_of::<*const core::ffi::c_char>();
     // SAFETY: "version" reads a `const char *`; `p` and `len` describe room for one.
-    let rc = unsafe {
-        tikv_jemalloc_sys::mallctl(
-            c"version".as_ptr(),
-            (&raw mut p).cast(),
-            &mut len,
-            null_mut(),
-            0,
-        )
-    };
+    let rc = unsafe { tikv_jemalloc_sys::mallctl(c"version".as_ptr(), (&raw mut p).cast(), &mut len, null_mut(), 0) };
     if rc != 0 || p.is_null() {
         return "unknown".into();
     }
     // SAFETY: jemalloc's version is a static NUL-terminated string.
-    unsafe { core::ffi::CStr::from_ptr(p) }
-        .to_string_lossy()
-        .into_owned()
+    unsafe { core::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
 unsafe extern "C" {
@@ -131,9 +113,7 @@ unsafe extern "C" {
 
 fn glibc_version() -> String {
     // SAFETY: glibc returns a static NUL-terminated string.
-    unsafe { core::ffi::CStr::from_ptr(gnu_get_libc_version()) }
-        .to_string_lossy()
-        .into_owned()
+    unsafe { core::ffi::CStr::from_ptr(gnu_get_libc_version()) }.to_string_lossy().into_owned()
 }
 
 // ---------------------------------------------------------------------------
@@ -216,12 +196,7 @@ pub struct Counting<'a, A> {
 impl<'a, A> Counting<'a, A> {
     /// Wrap `inner` with zeroed counters.
     pub fn new(inner: &'a A) -> Self {
-        Counting {
-            inner,
-            allocs: AtomicU64::new(0),
-            deallocs: AtomicU64::new(0),
-            reallocs: AtomicU64::new(0),
-        }
+        Counting { inner, allocs: AtomicU64::new(0), deallocs: AtomicU64::new(0), reallocs: AtomicU64::new(0) }
     }
     /// `alloc` and `alloc_zeroed` calls.
     pub fn allocs(&self) -> u64 {
@@ -308,12 +283,7 @@ unsafe impl Send for SolHeap {}
 
 impl SolHeap {
     const fn new() -> SolHeap {
-        SolHeap {
-            free: [null_mut(); SOL_CLASSES],
-            bump: 0,
-            end: 0,
-            id: 0,
-        }
+        SolHeap { free: [null_mut(); SOL_CLASSES], bump: 0, end: 0, id: 0 }
     }
 }
 

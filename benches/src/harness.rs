@@ -45,11 +45,7 @@ unsafe impl Sync for Locked {}
 
 static LOCKED: Locked = Locked {
     busy: AtomicBool::new(false),
-    state: UnsafeCell::new(State {
-        free: [null_mut(); NCLASSES],
-        bump: 0,
-        end: 0,
-    }),
+    state: UnsafeCell::new(State { free: [null_mut(); NCLASSES], bump: 0, end: 0 }),
 };
 
 static TOTAL_CALLS: AtomicU64 = AtomicU64::new(0);
@@ -77,11 +73,7 @@ fn count() {
 
 fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
     let mut spins = 0u32;
-    while LOCKED
-        .busy
-        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
+    while LOCKED.busy.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
         spins += 1;
         if spins < 64 {
             core::hint::spin_loop();
@@ -97,14 +89,7 @@ fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
 
 fn map(len: usize) -> *mut u8 {
     // SAFETY: a fresh anonymous private mapping aliases nothing.
-    match unsafe {
-        mmap_anonymous(
-            null_mut(),
-            len,
-            ProtFlags::READ | ProtFlags::WRITE,
-            MapFlags::PRIVATE,
-        )
-    } {
+    match unsafe { mmap_anonymous(null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, MapFlags::PRIVATE) } {
         Ok(p) => p.cast(),
         Err(_) => null_mut(),
     }

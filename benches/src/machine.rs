@@ -31,11 +31,7 @@ fn read(path: &str) -> String {
 
 /// Load average (1, 5, 15 minutes) now.
 pub fn loadavg() -> String {
-    read("/proc/loadavg")
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
+    read("/proc/loadavg").split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 /// Describe this machine.
@@ -67,9 +63,7 @@ pub fn describe() -> Machine {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         mem_kib,
         kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
-        thp: read("/sys/kernel/mm/transparent_hugepage/enabled")
-            .trim()
-            .to_string(),
+        thp: read("/sys/kernel/mm/transparent_hugepage/enabled").trim().to_string(),
         rustc: env!("HAKMEM_BENCH_RUSTC").to_string(),
         versions: crate::allocs::versions(),
         commit,
@@ -79,16 +73,10 @@ pub fn describe() -> Machine {
 
 /// Now as `YYYY-MM-DD HH:MM UTC`.
 pub fn now_utc() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     let s = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        s / 3600,
-        s / 60 % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", s / 3600, s / 60 % 60)
 }
 
 /// The proleptic Gregorian date of a day count since 1970-01-01.

@@ -33,10 +33,7 @@ SUITE OPTIONS
 ";
 
 fn parse_list<T>(s: &str, f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
-    s.split(',')
-        .filter(|x| !x.is_empty())
-        .map(|x| f(x).ok_or_else(|| format!("unknown name `{x}`")))
-        .collect()
+    s.split(',').filter(|x| !x.is_empty()).map(|x| f(x).ok_or_else(|| format!("unknown name `{x}`"))).collect()
 }
 
 struct Args(std::vec::IntoIter<String>);
@@ -47,8 +44,7 @@ impl Args {
     }
     fn number(&mut self, flag: &str) -> Result<usize, String> {
         let v = self.value(flag)?;
-        v.parse()
-            .map_err(|_| format!("{flag}: `{v}` is not a number"))
+        v.parse().map_err(|_| format!("{flag}: `{v}` is not a number"))
     }
 }
 
@@ -102,17 +98,9 @@ fn cmd_suite(mut a: Args) -> Result<(), String> {
             "--quick" => opts = Options::preset(Scale::Quick),
             "--full" => opts = Options::preset(Scale::Full),
             "--rounds" => rounds = Some(a.number("--rounds")?),
-            "--threads" => {
-                threads = Some(parse_list(&a.value("--threads")?, |s| {
-                    s.parse().ok().filter(|&n| n > 0)
-                })?)
-            }
-            "--workloads" | "--workload" => {
-                workloads = Some(parse_list(&a.value("--workloads")?, Workload::parse)?)
-            }
-            "--allocs" | "--alloc" => {
-                allocs = Some(parse_list(&a.value("--allocs")?, AllocKind::parse)?)
-            }
+            "--threads" => threads = Some(parse_list(&a.value("--threads")?, |s| s.parse().ok().filter(|&n| n > 0))?),
+            "--workloads" | "--workload" => workloads = Some(parse_list(&a.value("--workloads")?, Workload::parse)?),
+            "--allocs" | "--alloc" => allocs = Some(parse_list(&a.value("--allocs")?, AllocKind::parse)?),
             "--isolate" => isolate = true,
             "--no-rss" => rss = false,
             "--json" => json = Some(a.value("--json")?.into()),
@@ -134,9 +122,7 @@ fn cmd_suite(mut a: Args) -> Result<(), String> {
     opts.isolate = isolate;
     opts.rss = rss;
     if cfg!(debug_assertions) {
-        eprintln!(
-            "hakmem-bench: warning: a debug build; timings mean nothing (use cargo run --release)"
-        );
+        eprintln!("hakmem-bench: warning: a debug build; timings mean nothing (use cargo run --release)");
     }
     let results = suite::run_suite(&opts)?;
     if let Some(path) = json {
@@ -185,10 +171,7 @@ fn cmd_run(mut a: Args) -> Result<(), String> {
         ));
     }
     let rep = suite::child_main(alloc, workload, threads, scale, rounds);
-    println!(
-        "{}",
-        serde_json::to_string(&rep).map_err(|e| e.to_string())?
-    );
+    println!("{}", serde_json::to_string(&rep).map_err(|e| e.to_string())?);
     Ok(())
 }
 
@@ -240,10 +223,7 @@ fn cmd_fastpath(mut a: Args) -> Result<(), String> {
 fn cmd_report(mut a: Args) -> Result<(), String> {
     let input = a.value("report")?;
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut out = manifest
-        .parent()
-        .unwrap_or(manifest)
-        .join("docs/BENCHMARKS.md");
+    let mut out = manifest.parent().unwrap_or(manifest).join("docs/BENCHMARKS.md");
     let mut callgrind = Vec::new();
     let mut notes = None;
     while let Some(flag) = a.0.next() {

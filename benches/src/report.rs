@@ -30,11 +30,7 @@ pub fn parse_callgrind(text: &str) -> Vec<CallgrindFigure> {
             let alloc = it.next()?.to_string();
             let tier = it.next()?.to_string();
             let per_pair = it.next()?.parse().ok()?;
-            Some(CallgrindFigure {
-                alloc,
-                tier,
-                per_pair,
-            })
+            Some(CallgrindFigure { alloc, tier, per_pair })
         })
         .collect()
 }
@@ -79,14 +75,8 @@ pub fn svg_chart(w: Workload, cells: &[&Cell]) -> String {
     // The axis reaches the highest whisker, or 1.5x the highest median when
     // an outlier round would flatten every bar; whiskers past it are clipped
     // (and marked with an arrowhead).
-    let max_max = cells
-        .iter()
-        .flat_map(|c| c.results.iter().map(|r| r.max))
-        .fold(0.0, f64::max);
-    let max_median = cells
-        .iter()
-        .flat_map(|c| c.results.iter().map(|r| r.median))
-        .fold(0.0, f64::max);
+    let max_max = cells.iter().flat_map(|c| c.results.iter().map(|r| r.max)).fold(0.0, f64::max);
+    let max_median = cells.iter().flat_map(|c| c.results.iter().map(|r| r.median)).fold(0.0, f64::max);
     let max = max_max.min(1.5 * max_median);
     let step = nice_step(max);
     let top_val = (max / step).ceil().max(1.0) * step;
@@ -213,11 +203,7 @@ fn best_peer(c: &Cell) -> Option<&AllocResult> {
 }
 
 fn status(value: f64, target: f64) -> String {
-    if value >= target {
-        "met".into()
-    } else {
-        format!("**short by {:.0}%**", (1.0 - value / target) * 100.0)
-    }
+    if value >= target { "met".into() } else { format!("**short by {:.0}%**", (1.0 - value / target) * 100.0) }
 }
 
 /// The targets section: where hakmem stands against issue 3's goals.
@@ -225,27 +211,15 @@ fn targets(res: &Results, cg: &[CallgrindFigure]) -> String {
     let mut s = String::new();
     s.push_str("## Where hakmem stands against the targets\n\n");
     s.push_str("Speed, same run: hakmem ≥ 1.2× mimalloc on larson-tiny, larson-mid, c6-heavy and mixed; ≥ 1.0× the best peer (system, mimalloc, jemalloc) elsewhere.\n\n");
-    s.push_str(
-        "| workload | t | target | hakmem ÷ reference | status |\n|---|---:|---|---:|---|\n",
-    );
+    s.push_str("| workload | t | target | hakmem ÷ reference | status |\n|---|---:|---|---:|---|\n");
     for c in &res.cells {
-        let primary = matches!(
-            c.workload,
-            Workload::LarsonTiny | Workload::LarsonMid | Workload::C6Heavy | Workload::Mixed
-        );
+        let primary =
+            matches!(c.workload, Workload::LarsonTiny | Workload::LarsonMid | Workload::C6Heavy | Workload::Mixed);
         let (target, reference, r) = if primary {
-            (
-                1.2,
-                "mimalloc".to_string(),
-                ratio_to(c, AllocKind::Hakmem, AllocKind::Mimalloc),
-            )
+            (1.2, "mimalloc".to_string(), ratio_to(c, AllocKind::Hakmem, AllocKind::Mimalloc))
         } else {
             match best_peer(c) {
-                Some(b) => (
-                    1.0,
-                    format!("best peer ({})", b.alloc.name()),
-                    ratio_to(c, AllocKind::Hakmem, b.alloc),
-                ),
+                Some(b) => (1.0, format!("best peer ({})", b.alloc.name()), ratio_to(c, AllocKind::Hakmem, b.alloc)),
                 None => continue,
             }
         };
@@ -258,58 +232,25 @@ fn targets(res: &Results, cg: &[CallgrindFigure]) -> String {
             status(r, target)
         );
     }
-    s.push_str(
-        "\nMemory: hakmem's peak RSS ≤ mimalloc's in every cell (fresh child per cell).\n\n",
-    );
-    s.push_str(
-        "| workload | t | hakmem peak | mimalloc peak | status |\n|---|---:|---:|---:|---|\n",
-    );
+    s.push_str("\nMemory: hakmem's peak RSS ≤ mimalloc's in every cell (fresh child per cell).\n\n");
+    s.push_str("| workload | t | hakmem peak | mimalloc peak | status |\n|---|---:|---:|---:|---|\n");
     for c in &res.cells {
-        let peak = |k: AllocKind| {
-            c.results
-                .iter()
-                .find(|r| r.alloc == k)
-                .and_then(|r| r.mem)
-                .map(|m| m.peak_kib)
-        };
+        let peak = |k: AllocKind| c.results.iter().find(|r| r.alloc == k).and_then(|r| r.mem).map(|m| m.peak_kib);
         let (Some(h), Some(m)) = (peak(AllocKind::Hakmem), peak(AllocKind::Mimalloc)) else {
             continue;
         };
-        let st = if h <= m {
-            "met".to_string()
-        } else {
-            format!("**{:.0}% above**", (h as f64 / m as f64 - 1.0) * 100.0)
-        };
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {st} |",
-            c.workload.name(),
-            c.threads,
-            mib(h),
-            mib(m)
-        );
+        let st =
+            if h <= m { "met".to_string() } else { format!("**{:.0}% above**", (h as f64 / m as f64 - 1.0) * 100.0) };
+        let _ = writeln!(s, "| {} | {} | {} | {} | {st} |", c.workload.name(), c.threads, mib(h), mib(m));
     }
-    let find = |a: &str, t: &str| {
-        cg.iter()
-            .find(|f| f.alloc == a && f.tier == t)
-            .map(|f| f.per_pair)
-    };
+    let find = |a: &str, t: &str| cg.iter().find(|f| f.alloc == a && f.tier == t).map(|f| f.per_pair);
     s.push_str("\nInstructions: a Tiny alloc+free pair ≤ mimalloc's under callgrind.\n\n");
     match (find("hakmem", "tiny"), find("mimalloc", "tiny")) {
         (Some(h), Some(m)) => {
-            let st = if h <= m {
-                "met".to_string()
-            } else {
-                format!("**{:.0}% above**", (h / m - 1.0) * 100.0)
-            };
-            let _ = writeln!(
-                s,
-                "hakmem {h:.1} vs mimalloc {m:.1} instructions per Tiny pair: {st}."
-            );
+            let st = if h <= m { "met".to_string() } else { format!("**{:.0}% above**", (h / m - 1.0) * 100.0) };
+            let _ = writeln!(s, "hakmem {h:.1} vs mimalloc {m:.1} instructions per Tiny pair: {st}.");
         }
-        _ => s.push_str(
-            "Not measured in this report (run `benches/callgrind.sh` and pass `--callgrind`).\n",
-        ),
+        _ => s.push_str("Not measured in this report (run `benches/callgrind.sh` and pass `--callgrind`).\n"),
     }
     s
 }
@@ -349,16 +290,8 @@ pub fn write_report(
     }
     md.push_str("## Machine\n\n");
     let _ = writeln!(md, "- CPU: {} ({} logical CPUs usable)", m.cpu, m.cpus);
-    let _ = writeln!(
-        md,
-        "- Memory: {:.1} GiB",
-        m.mem_kib as f64 / (1024.0 * 1024.0)
-    );
-    let _ = writeln!(
-        md,
-        "- Kernel: {}; transparent huge pages: `{}`",
-        m.kernel, m.thp
-    );
+    let _ = writeln!(md, "- Memory: {:.1} GiB", m.mem_kib as f64 / (1024.0 * 1024.0));
+    let _ = writeln!(md, "- Kernel: {}; transparent huge pages: `{}`", m.kernel, m.thp);
     let _ = writeln!(md, "- Compiler: {}", m.rustc);
     for (k, v) in &m.versions {
         let _ = writeln!(md, "- {k}: {v}");
@@ -366,11 +299,7 @@ pub fn write_report(
     if !m.commit.is_empty() {
         let _ = writeln!(md, "- hakmem commit: `{}`", m.commit);
     }
-    let _ = writeln!(
-        md,
-        "- Load average (1/5/15 min) at start and end: {}",
-        m.loadavg.join(" → ")
-    );
+    let _ = writeln!(md, "- Load average (1/5/15 min) at start and end: {}", m.loadavg.join(" → "));
     md.push_str("\n## How to read\n\n");
     md.push_str(
         "- **ops/s** counts allocator calls (each alloc, free and realloc is one) per second of wall time, \
@@ -384,12 +313,7 @@ pub fn write_report(
          no cross-thread frees). It runs only where every free is local and sizes are at most 64 KiB.\n",
     );
     if let Some(b) = res.baseline_rss_kib {
-        let _ = writeln!(
-            md,
-            "- A child running no workload: peak {}, final {}.",
-            mib(b.peak_kib),
-            mib(b.final_kib)
-        );
+        let _ = writeln!(md, "- A child running no workload: peak {}, final {}.", mib(b.peak_kib), mib(b.final_kib));
     }
     md.push('\n');
     md.push_str(&targets(res, callgrind));
@@ -423,14 +347,8 @@ pub fn write_report(
         let file = chart_dir.join(format!("{}.svg", w.name()));
         std::fs::write(&file, svg_chart(w, &cells))?;
         written.push(file);
-        let _ = writeln!(
-            md,
-            "\n### {}\n\n{}\n\n![{}](benchmarks/{}.svg)\n",
-            w.name(),
-            w.describe(),
-            w.name(),
-            w.name()
-        );
+        let _ =
+            writeln!(md, "\n### {}\n\n{}\n\n![{}](benchmarks/{}.svg)\n", w.name(), w.describe(), w.name(), w.name());
         md.push_str("| t | allocator | median ops/s | min | max | ratio | peak RSS | final RSS |\n|---:|---|---:|---:|---:|---:|---:|---:|\n");
         for c in cells {
             for r in &c.results {

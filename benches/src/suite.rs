@@ -116,11 +116,7 @@ pub fn median(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
 struct Once {
@@ -165,20 +161,11 @@ pub fn own_rss() -> MemFigures {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    MemFigures {
-        peak_kib: field("VmHWM:"),
-        final_kib: field("VmRSS:"),
-    }
+    MemFigures { peak_kib: field("VmHWM:"), final_kib: field("VmRSS:") }
 }
 
 /// The child side: run `rounds` rounds (none for `w == None`) and report.
-pub fn child_main(
-    k: AllocKind,
-    w: Option<Workload>,
-    threads: usize,
-    scale: Scale,
-    rounds: usize,
-) -> ChildReport {
+pub fn child_main(k: AllocKind, w: Option<Workload>, threads: usize, scale: Scale, rounds: usize) -> ChildReport {
     let mut ops = 0;
     let mut secs = Vec::new();
     if let Some(w) = w {
@@ -188,20 +175,11 @@ pub fn child_main(
             secs.push(s);
         }
     }
-    ChildReport {
-        ops,
-        secs,
-        mem: own_rss(),
-    }
+    ChildReport { ops, secs, mem: own_rss() }
 }
 
 /// The parent side: spawn `hakmem-bench run ...` and read its report.
-pub fn spawn_child(
-    k: AllocKind,
-    w: Option<Workload>,
-    threads: usize,
-    scale: Scale,
-) -> Result<ChildReport, String> {
+pub fn spawn_child(k: AllocKind, w: Option<Workload>, threads: usize, scale: Scale) -> Result<ChildReport, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let out = Command::new(exe)
         .args([
@@ -234,11 +212,7 @@ pub fn spawn_child(
 
 /// Allocators that can run `w` at `threads`, in the order given.
 pub fn allocs_for(opts: &Options, w: Workload, threads: usize) -> Vec<AllocKind> {
-    opts.allocs
-        .iter()
-        .copied()
-        .filter(|&k| k != AllocKind::Sol || w.local_only(threads))
-        .collect()
+    opts.allocs.iter().copied().filter(|&k| k != AllocKind::Sol || w.local_only(threads)).collect()
 }
 
 /// Run the suite, printing each cell's table as it completes.
@@ -246,11 +220,7 @@ pub fn run_suite(opts: &Options) -> Result<Results, String> {
     let start = Instant::now();
     let mut machine = crate::machine::describe();
     let date = crate::machine::now_utc();
-    let baseline = if opts.rss {
-        Some(spawn_child(AllocKind::Hakmem, None, 1, opts.scale)?.mem)
-    } else {
-        None
-    };
+    let baseline = if opts.rss { Some(spawn_child(AllocKind::Hakmem, None, 1, opts.scale)?.mem) } else { None };
     print_header(opts, baseline);
     let mut cells = Vec::new();
     for &w in &opts.workloads {
@@ -288,12 +258,7 @@ fn run_cell(opts: &Options, w: Workload, threads: usize) -> Result<Cell, String>
         }
     }
     for r in 0..opts.rounds {
-        let mut line = format!(
-            "{:<14} t={threads} round {}/{}:",
-            w.name(),
-            r + 1,
-            opts.rounds
-        );
+        let mut line = format!("{:<14} t={threads} round {}/{}:", w.name(), r + 1, opts.rounds);
         for j in 0..n {
             let i = (r + j) % n;
             let k = allocs[i];
@@ -304,10 +269,7 @@ fn run_cell(opts: &Options, w: Workload, threads: usize) -> Result<Cell, String>
                 run_once(k, w, threads, opts.scale)
             };
             if ops_per_round != 0 && ops != ops_per_round {
-                return Err(format!(
-                    "{} made {ops} calls where {ops_per_round} were expected",
-                    k.name()
-                ));
+                return Err(format!("{} made {ops} calls where {ops_per_round} were expected", k.name()));
             }
             ops_per_round = ops;
             let rate = ops as f64 / secs;
@@ -340,12 +302,7 @@ fn run_cell(opts: &Options, w: Workload, threads: usize) -> Result<Cell, String>
             r.mem = Some(spawn_child(r.alloc, Some(w), threads, opts.scale)?.mem);
         }
     }
-    Ok(Cell {
-        workload: w,
-        threads,
-        ops_per_round,
-        results,
-    })
+    Ok(Cell { workload: w, threads, ops_per_round, results })
 }
 
 /// `1234567.0` as `1.23M`.
@@ -374,11 +331,7 @@ fn print_header(opts: &Options, baseline: Option<MemFigures>) {
          ops = allocator calls (alloc, free, realloc); ratio = peer median / hakmem median",
         opts.scale.name(),
         opts.rounds,
-        if opts.isolate {
-            ", each in a fresh process"
-        } else {
-            " after one warm-up round, all in this process"
-        },
+        if opts.isolate { ", each in a fresh process" } else { " after one warm-up round, all in this process" },
     );
     if let Some(b) = baseline {
         let _ = writeln!(
@@ -394,13 +347,7 @@ fn print_header(opts: &Options, baseline: Option<MemFigures>) {
         Workload::ALL
             .iter()
             .filter(|w| w.local_only(1))
-            .map(|w| {
-                if w.local_only(2) {
-                    w.name().to_string()
-                } else {
-                    format!("{} (t=1)", w.name())
-                }
-            })
+            .map(|w| { if w.local_only(2) { w.name().to_string() } else { format!("{} (t=1)", w.name()) } })
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -439,12 +386,7 @@ fn print_cell(cell: &Cell) {
 
 fn print_summary(res: &Results) {
     let mut out = std::io::stdout().lock();
-    let peers = [
-        AllocKind::System,
-        AllocKind::Mimalloc,
-        AllocKind::Jemalloc,
-        AllocKind::Sol,
-    ];
+    let peers = [AllocKind::System, AllocKind::Mimalloc, AllocKind::Jemalloc, AllocKind::Sol];
     let _ = writeln!(
         out,
         "\nSummary: hakmem's median ops/s and each peer's ratio to it (above 1.00x: the peer is faster); peak RSS, MiB"
@@ -471,16 +413,10 @@ fn print_summary(res: &Results) {
             let _ = write!(
                 out,
                 " {:>9}",
-                get(p)
-                    .and_then(|r| r.ratio_to_hakmem)
-                    .map_or("-".into(), |x| format!("{x:.2}x"))
+                get(p).and_then(|r| r.ratio_to_hakmem).map_or("-".into(), |x| format!("{x:.2}x"))
             );
         }
-        let peak = |k| {
-            get(k)
-                .and_then(|r| r.mem)
-                .map_or("-".into(), |m| format!("{:.1}", m.peak_kib as f64 / 1024.0))
-        };
+        let peak = |k| get(k).and_then(|r| r.mem).map_or("-".into(), |m| format!("{:.1}", m.peak_kib as f64 / 1024.0));
         let _ = write!(out, " | {:>7}", peak(AllocKind::Hakmem));
         for &p in &peers[..3] {
             let _ = write!(out, " {:>8}", peak(p));

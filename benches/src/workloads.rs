@@ -189,9 +189,7 @@ impl Workload {
     pub fn local_only(self, threads: usize) -> bool {
         match self {
             Workload::LarsonTiny | Workload::LarsonMid => threads == 1,
-            Workload::C6Heavy | Workload::Mixed | Workload::CacheThrash | Workload::Fastpath => {
-                true
-            }
+            Workload::C6Heavy | Workload::Mixed | Workload::CacheThrash | Workload::Fastpath => true,
             Workload::Xmalloc
             | Workload::CacheScratch
             | Workload::ReallocGrowth
@@ -244,12 +242,7 @@ pub unsafe fn shim_dealloc<A: GlobalAlloc>(a: &A, ptr: *mut u8, layout: Layout) 
 /// # Safety
 /// `ptr` is a live block of `a` allocated with `layout`; `new_size` is non-zero.
 #[inline(never)]
-pub unsafe fn shim_realloc<A: GlobalAlloc>(
-    a: &A,
-    ptr: *mut u8,
-    layout: Layout,
-    new_size: usize,
-) -> *mut u8 {
+pub unsafe fn shim_realloc<A: GlobalAlloc>(a: &A, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
     // SAFETY: forwarded from the caller.
     unsafe { a.realloc(ptr, layout, new_size) }
 }
@@ -288,10 +281,7 @@ unsafe impl Send for Block {}
 unsafe impl Sync for Block {}
 
 impl Block {
-    const EMPTY: Block = Block {
-        ptr: core::ptr::null_mut(),
-        size: 0,
-    };
+    const EMPTY: Block = Block { ptr: core::ptr::null_mut(), size: 0 };
 }
 
 #[inline(always)]
@@ -322,9 +312,7 @@ fn new_block<A: GlobalAlloc>(a: &A, size: usize) -> Block {
 fn free_block<A: GlobalAlloc>(a: &A, b: Block) {
     let t = tag(b.ptr, b.size);
     // SAFETY: a live block of `b.size` ≥ 8 bytes that we stamped.
-    let ok = unsafe {
-        b.ptr.cast::<u64>().read() == t && (b.size <= 8 || b.ptr.add(b.size - 1).read() == t as u8)
-    };
+    let ok = unsafe { b.ptr.cast::<u64>().read() == t && (b.size <= 8 || b.ptr.add(b.size - 1).read() == t as u8) };
     if !ok {
         corrupt(b.ptr, b.size)
     }
@@ -369,33 +357,17 @@ fn per_thread<F: Fn(usize) -> u64 + Sync>(threads: usize, f: F) -> u64 {
     thread::scope(|s| {
         let f = &f;
         let hs: Vec<_> = (0..threads).map(|i| s.spawn(move || f(i))).collect();
-        hs.into_iter()
-            .map(|h| h.join().expect("worker panicked"))
-            .sum()
+        hs.into_iter().map(|h| h.join().expect("worker panicked")).sum()
     })
 }
 
-fn fill<A: GlobalAlloc>(
-    a: &A,
-    arr: &mut Vec<Block>,
-    n: usize,
-    lo: usize,
-    hi: usize,
-    rng: &mut Rng,
-) {
+fn fill<A: GlobalAlloc>(a: &A, arr: &mut Vec<Block>, n: usize, lo: usize, hi: usize, rng: &mut Rng) {
     for _ in 0..n {
         arr.push(new_block(a, rng.range(lo, hi)));
     }
 }
 
-fn churn<A: GlobalAlloc>(
-    a: &A,
-    arr: &mut [Block],
-    iters: usize,
-    lo: usize,
-    hi: usize,
-    rng: &mut Rng,
-) {
+fn churn<A: GlobalAlloc>(a: &A, arr: &mut [Block], iters: usize, lo: usize, hi: usize, rng: &mut Rng) {
     let n = arr.len();
     for _ in 0..iters {
         let i = rng.below(n);
@@ -449,9 +421,7 @@ fn larson<A: GlobalAlloc + Sync>(
                     })
                 })
                 .collect();
-            hs.into_iter()
-                .map(|h| h.join().expect("worker panicked"))
-                .collect()
+            hs.into_iter().map(|h| h.join().expect("worker panicked")).collect()
         });
     }
     // The last generation's blocks, freed by this thread.
@@ -464,14 +434,7 @@ fn larson<A: GlobalAlloc + Sync>(
 const WS: usize = 256;
 const WS_ITERS: usize = 20_000;
 
-fn working_set<A: GlobalAlloc + Sync>(
-    a: &A,
-    threads: usize,
-    lo: usize,
-    hi: usize,
-    reps: usize,
-    seed: u64,
-) -> u64 {
+fn working_set<A: GlobalAlloc + Sync>(a: &A, threads: usize, lo: usize, hi: usize, reps: usize, seed: u64) -> u64 {
     per_thread(threads, |t| {
         let mut rng = Rng::new(seed ^ (t as u64) << 8);
         let mut arr = Vec::with_capacity(WS);
@@ -716,9 +679,7 @@ fn grow_by_one<A: GlobalAlloc>(a: &A, to: usize) -> u64 {
         }
         // SAFETY: `q` holds `n + 1` bytes, the first `n` copied.
         unsafe {
-            if q.add(n - 1).read() != (n - 1) as u8
-                || q.add((n - 1) / 2).read() != ((n - 1) / 2) as u8
-            {
+            if q.add(n - 1).read() != (n - 1) as u8 || q.add((n - 1) / 2).read() != ((n - 1) / 2) as u8 {
                 corrupt(q, n + 1);
             }
             q.add(n).write(n as u8);
@@ -765,9 +726,7 @@ fn thread_churn<A: GlobalAlloc + Sync>(a: &A, threads: usize, gens: usize) -> u6
                     })
                 })
                 .collect();
-            hs.into_iter()
-                .map(|h| h.join().expect("worker panicked"))
-                .collect()
+            hs.into_iter().map(|h| h.join().expect("worker panicked")).collect()
         });
     }
     for mut arr in carry {

@@ -37,10 +37,7 @@ fn child_mode_reports_calls_time_and_memory() {
     let peak = v["mem"]["peak_kib"].as_u64().unwrap();
     let fin = v["mem"]["final_kib"].as_u64().unwrap();
     // 2 threads x 200 slots of 2-32 KiB are live at once: several MiB.
-    assert!(
-        peak > 4096 && fin > 0 && fin <= peak,
-        "peak {peak} final {fin}"
-    );
+    assert!(peak > 4096 && fin > 0 && fin <= peak, "peak {peak} final {fin}");
 
     let idle = run(&["run", "--alloc", "hakmem", "--workload", "idle"]);
     let v: serde_json::Value = serde_json::from_str(idle.trim()).unwrap();
@@ -49,18 +46,8 @@ fn child_mode_reports_calls_time_and_memory() {
 
 #[test]
 fn sol_refuses_workloads_with_remote_frees() {
-    let out = Command::new(EXE)
-        .args([
-            "run",
-            "--alloc",
-            "sol",
-            "--workload",
-            "xmalloc",
-            "--scale",
-            "test",
-        ])
-        .output()
-        .unwrap();
+    let out =
+        Command::new(EXE).args(["run", "--alloc", "sol", "--workload", "xmalloc", "--scale", "test"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("sol cannot run"));
 }
@@ -82,8 +69,7 @@ fn suite_json_and_report() {
         json.to_str().unwrap(),
     ]);
     assert!(table.contains("c6-heavy t=1") && table.contains("Summary"));
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let cells = v["cells"].as_array().unwrap();
     assert_eq!(cells.len(), 2);
     for c in cells {
@@ -92,12 +78,7 @@ fn suite_json_and_report() {
         }
     }
     let md = dir.join("docs/BENCHMARKS.md");
-    run(&[
-        "report",
-        json.to_str().unwrap(),
-        "--out",
-        md.to_str().unwrap(),
-    ]);
+    run(&["report", json.to_str().unwrap(), "--out", md.to_str().unwrap()]);
     let text = std::fs::read_to_string(&md).unwrap();
     assert!(text.contains("## Machine") && text.contains("benchmarks/large.svg"));
     assert!(dir.join("docs/benchmarks/c6-heavy.svg").exists());
