@@ -28,6 +28,11 @@
 //! - `valloc(n)` is `memalign(page, n)`; `pvalloc(n)` rounds `n` up to whole
 //!   pages, at least one.
 //! - `malloc_usable_size(NULL)` is 0.
+//! - C23's `free_sized` and `free_aligned_sized` are `free` (glibc has them
+//!   from 2.39; a program calling them must not reach glibc's `free` with
+//!   our blocks). glibc's `malloc_trim` returns memory to the system; the
+//!   other glibc extensions (`mallinfo`, `malloc_stats`, `mallopt`, …) are
+//!   not replaced and report on glibc's unused heap.
 
 use core::alloc::Layout;
 use core::ffi::{c_int, c_void};
@@ -169,6 +174,32 @@ export!(
             // SAFETY: the caller's promise.
             unsafe { deallocate(p) }
         }
+    }
+);
+
+export!(
+    "free_sized",
+    "hakmem_free_sized",
+    /// C23 `free_sized`: `free`; the size is not needed.
+    ///
+    /// # Safety
+    /// As for `free`.
+    pub unsafe extern "C" fn free_sized(p: *mut c_void, _size: usize) {
+        // SAFETY: forwarded.
+        unsafe { free(p) }
+    }
+);
+
+export!(
+    "free_aligned_sized",
+    "hakmem_free_aligned_sized",
+    /// C23 `free_aligned_sized`: `free`; alignment and size are not needed.
+    ///
+    /// # Safety
+    /// As for `free`.
+    pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _align: usize, _size: usize) {
+        // SAFETY: forwarded.
+        unsafe { free(p) }
     }
 );
 
@@ -374,5 +405,22 @@ export!(
             Ok(n) => n,
             Err(f) => fault::fatal_in("malloc_usable_size", f),
         }
+    }
+);
+
+export!(
+    "malloc_trim",
+    "hakmem_malloc_trim",
+    /// glibc's `malloc_trim`: return what can be returned to the system now
+    /// (this thread's pending remote frees and cached spans, exited threads'
+    /// spans, empty segments, cached Large regions). `pad` is ignored.
+    /// Returns 1 if memory was released, else 0.
+    ///
+    /// # Safety
+    /// No precondition.
+    pub unsafe extern "C" fn malloc_trim(_pad: usize) -> c_int {
+        let before = alloc().stats().bytes_reserved;
+        alloc().collect(thread::heap());
+        c_int::from(alloc().stats().bytes_reserved < before)
     }
 );

@@ -582,7 +582,7 @@ fn run_case(case: &str, strict: bool) -> (std::process::ExitStatus, String) {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "tests::fault_cases",
+            "tests::child_cases",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -596,9 +596,10 @@ fn run_case(case: &str, strict: bool) -> (std::process::ExitStatus, String) {
     )
 }
 
-/// The child side of the fault tests: each case must abort.
+/// The child side of `run_case`: the fault cases must abort; the others
+/// return normally on success.
 #[test]
-fn fault_cases() {
+fn child_cases() {
     let Ok(case) = std::env::var("HAKMEM_CABI_CASE") else {
         return;
     };
@@ -625,6 +626,17 @@ fn fault_cases() {
             "strict-free-foreign" => {
                 let g = libc::malloc(32);
                 free(g);
+            }
+            "trim" => {
+                let big = malloc(8 << 20);
+                big.cast::<u8>().write_bytes(1, 8 << 20);
+                free(big);
+                assert!(crate::alloc().stats().large_cached_bytes > 0);
+                assert_eq!(malloc_trim(0), 1);
+                assert_eq!(crate::alloc().stats().large_cached_bytes, 0);
+                assert_eq!(malloc_trim(0), 0, "nothing left to return");
+                eprintln!("child case trim: ok");
+                return;
             }
             _ => panic!("unknown case"),
         }
@@ -667,4 +679,24 @@ fn faults_abort_with_a_message() {
         );
         assert!(err.contains(msg), "{case}: stderr was\n{err}");
     }
+}
+
+#[test]
+fn free_sized_variants() {
+    // SAFETY: plain C calls on our own blocks.
+    unsafe {
+        let p = malloc(100);
+        free_sized(p, 100);
+        let q = aligned_alloc(256, 1000);
+        free_aligned_sized(q, 256, 1000);
+        free_sized(ptr::null_mut(), 0);
+        free_aligned_sized(ptr::null_mut(), 64, 0);
+    }
+}
+
+#[test]
+fn malloc_trim_returns_memory() {
+    // In a child process: other tests would take from the Large cache.
+    let (status, err) = run_case("trim", false);
+    assert!(status.success() && err.contains("child case trim: ok"), "{status:?}\n{err}");
 }

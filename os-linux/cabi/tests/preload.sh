@@ -170,6 +170,21 @@ else
     echo "ok   threads-heaps ($heaps heaps for 1000 threads, 4 at a time)"
 fi
 
+# Linked (-lhakmem) rather than preloaded: the C++ program, compared with
+# its glibc run above.
+LIBDIR=$(dirname "$LIB")
+d=$WORK/linked
+mkdir -p "$d"
+if g++ -O2 -std=c++17 "$PROGS/cxx.cpp" -o "$BIN/cxx-linked" -L"$LIBDIR" -Wl,--no-as-needed \
+    -lhakmem -Wl,--as-needed -Wl,-rpath,"$LIBDIR" &&
+    HAKMEM_STATS=$d/stats HAKMEM_STRICT=1 timeout 300 "$BIN/cxx-linked" >"$d/out" &&
+    cmp -s "$d/out" "$WORK/cxx/glibc.out" && marker "$d/stats" cxx-linked; then
+    echo "ok   linked"
+else
+    fail linked "the C++ program linked with -lhakmem"
+    cat "$d/out" "$d/stats" >&2
+fi
+
 # dlopen'ed late rather than preloaded (expects one foreign free, by design).
 d=$WORK/dlopen-late
 mkdir -p "$d"
