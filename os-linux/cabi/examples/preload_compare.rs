@@ -7,7 +7,9 @@
 //! cargo run --release -p hakmem-cabi --example preload_compare -- [--runs N] [workload ...]
 //! ```
 //!
-//! Workloads: `mstress` (a C malloc stress, 2 threads, cross-thread frees),
+//! Workloads: `mstress` (a C malloc stress, 2 threads, cross-thread frees,
+//! blocks up to 32 KiB), `mstress-large` (the same with one block in 64 from
+//! 64 KiB to 1 MiB),
 //! `python` (a dict/list-heavy script), `sort` (of a 24 MB file), `gcc`
 //! (compiling a 3000-function C file at -O2). Each allocator runs each
 //! workload once to warm up, then `N` times (default 5), the allocators taking
@@ -54,7 +56,7 @@ fn main() {
         match a.as_str() {
             "--runs" => runs = args.next().and_then(|n| n.parse().ok()).expect("--runs N"),
             "-h" | "--help" => {
-                println!("preload_compare [--runs N] [mstress|python|sort|gcc ...]");
+                println!("preload_compare [--runs N] [mstress|mstress-large|python|sort|gcc ...]");
                 return;
             }
             w => only.push(w.to_string()),
@@ -112,7 +114,7 @@ fn main() {
         runs
     );
     println!(
-        "{:<9} {:<9} {:>9} {:>7} {:>10} {:>7}",
+        "{:<13} {:<9} {:>9} {:>7} {:>10} {:>7}",
         "workload", "allocator", "time s", "ratio", "RSS MiB", "ratio"
     );
     for w in &workloads {
@@ -150,7 +152,7 @@ fn main() {
         let (t0, r0) = med[0];
         for (a, (t, r)) in allocs.iter().zip(&med) {
             println!(
-                "{:<9} {:<9} {:>9.3} {:>7.2} {:>10.1} {:>7.2}",
+                "{:<13} {:<9} {:>9.3} {:>7.2} {:>10.1} {:>7.2}",
                 w.name,
                 a.name,
                 t,
@@ -260,7 +262,12 @@ fn prepare(dir: &Path, programs: &Path) -> Vec<Workload> {
     vec![
         Workload {
             name: "mstress",
-            argv: vec![mstress.into(), os("2"), os("3000000")],
+            argv: vec![mstress.clone().into(), os("2"), os("4000000"), os("0")],
+            prog: "mstress".into(),
+        },
+        Workload {
+            name: "mstress-large",
+            argv: vec![mstress.into(), os("2"), os("2000000"), os("1")],
             prog: "mstress".into(),
         },
         Workload {

@@ -698,5 +698,8 @@ fn free_sized_variants() {
 fn malloc_trim_returns_memory() {
     // In a child process: other tests would take from the Large cache.
     let (status, err) = run_case("trim", false);
-    assert!(status.success() && err.contains("child case trim: ok"), "{status:?}\n{err}");
+    assert!(
+        status.success() && err.contains("child case trim: ok"),
+        "{status:?}\n{err}"
+    );
 }

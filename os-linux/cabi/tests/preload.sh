@@ -7,6 +7,7 @@
 #   os-linux/cabi/tests/preload.sh            # builds the library if needed
 #   HAKMEM_LIB=/path/libhakmem.so ...         # test another build
 #   PRELOAD_SUITE=0 ...                       # skip the preloaded test suite
+#   PRELOAD_SUITE_ARGS=--release ...          # cargo test arguments for it
 #
 # Needs: gcc, g++, python3, git, coreutils (sort, sha256sum, timeout).
 set -uo pipefail
@@ -202,8 +203,9 @@ if [ "${PRELOAD_SUITE:-1}" != 0 ]; then
     # Not strict: the cabi crate's tests free a foreign pointer on purpose
     # (through their own copy of hakmem, which reads the same variable).
     STRICT=0 check test-suite cargo bash -c '
-        cd "$1" && cargo test --workspace --color never 2>&1 | grep -E "^test .* \.\.\. " | sort
-        exit "${PIPESTATUS[0]}"' _ "$ROOT"
+        cd "$1" && shift && cargo test --workspace --color never "$@" 2>&1 |
+            grep -E "^test .* \.\.\. " | sort
+        exit "${PIPESTATUS[0]}"' _ "$ROOT" ${PRELOAD_SUITE_ARGS:-}
 fi
 
 if [ ${#failures[@]} != 0 ]; then

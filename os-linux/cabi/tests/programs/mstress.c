@@ -4,7 +4,10 @@
  * next thread through a lock-protected mailbox, so cross-thread frees are
  * part of the mix. Every block is written in full, so peak RSS counts it.
  *
- *   mstress [threads] [steps per thread] */
+ *   mstress [threads] [steps per thread] [large: 0 or 1]
+ *
+ * Without `large`, blocks of the large tier (64 KiB to 1 MiB) are replaced
+ * by small ones. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,6 +25,7 @@ struct mailbox {
 
 static int threads;
 static long steps;
+static int large = 1;
 static struct mailbox *boxes;
 
 static uint64_t next(uint64_t *s) {
@@ -34,7 +38,7 @@ static uint64_t next(uint64_t *s) {
 static size_t pick(uint64_t *s) {
     uint64_t r = next(s);
     switch (r % 64) {
-    case 0: return 65536 + r % (1 << 20);          /* large */
+    case 0: return large ? 65536 + r % (1 << 20) : 8 + r % 256; /* large */
     case 1: case 2: case 3: return 1024 + r % 30000; /* mid */
     default: return 8 + r % 256;                   /* small */
     }
@@ -78,6 +82,7 @@ static void *run(void *arg) {
 int main(int argc, char **argv) {
     threads = argc > 1 ? atoi(argv[1]) : 2;
     steps = argc > 2 ? atol(argv[2]) : 2000000;
+    large = argc > 3 ? atoi(argv[3]) : 1;
     boxes = calloc((size_t)threads, sizeof *boxes);
     pthread_t *t = malloc(sizeof *t * (size_t)threads);
     for (int i = 0; i < threads; i++) {
@@ -92,6 +97,6 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < threads; i++)
         for (int j = 0; j < boxes[i].n; j++) free(boxes[i].items[j]);
-    printf("mstress: %d threads x %ld steps, check %lu\n", threads, steps, total);
+    printf("mstress: %d threads x %ld steps (large %d), check %lu\n", threads, steps, large, total);
     return 0;
 }
