@@ -25,7 +25,7 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::Write as _;
+use std::io::{BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -109,10 +109,25 @@ fn main() {
 
     verify(&dir, &programs, &allocs);
 
+    // A child's `ru_maxrss` is at least this process's peak RSS when it
+    // spawned the child (the child starts from our address space, and Linux
+    // keeps the larger high-water mark across `exec`). Reset our mark to our
+    // current RSS (`clear_refs` 5, Linux ≥ 4.0) and report it: figures near
+    // this floor say nothing about the allocator.
+    let _ = fs::write("/proc/self/clear_refs", "5");
+    // SAFETY: an all-zero `rusage` is valid; getrusage fills it.
+    let floor_kib = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru.ru_maxrss
+    };
+    let floor = floor_kib as f64 / 1024.0;
+
     println!(
         "{} runs each (medians); ratios against glibc; provisional on a shared machine",
         runs
     );
+    println!("RSS floor (this process): {floor:.1} MiB; figures within 10% of it are marked *");
     println!(
         "{:<13} {:<9} {:>9} {:>7} {:>10} {:>7}",
         "workload", "allocator", "time s", "ratio", "RSS MiB", "ratio"
@@ -151,8 +166,9 @@ fn main() {
             .collect();
         let (t0, r0) = med[0];
         for (a, (t, r)) in allocs.iter().zip(&med) {
+            let mark = if *r <= floor * 1.1 { "*" } else { "" };
             println!(
-                "{:<13} {:<9} {:>9.3} {:>7.2} {:>10.1} {:>7.2}",
+                "{:<13} {:<9} {:>9.3} {:>7.2} {:>9.1}{mark:1} {:>7.2}",
                 w.name,
                 a.name,
                 t,
@@ -216,31 +232,36 @@ fn prepare(dir: &Path, programs: &Path) -> Vec<Workload> {
         x ^= x << 17;
         x
     };
-    let mut lines = String::new();
+    // Streamed to disk: this process's own memory is the floor of every RSS
+    // figure (see `main`), so it must stay small.
+    let lines_path = dir.join("lines.txt");
+    let mut out = BufWriter::new(fs::File::create(&lines_path).unwrap());
     for _ in 0..1_000_000 {
         let len = 1 + rnd() % 20;
-        for _ in 0..len {
-            lines.push((b'a' + (rnd() % 8) as u8) as char);
-        }
-        lines.push_str(&format!(" {}\n", rnd() % 1_000_000_000));
+        let word: String = (0..len)
+            .map(|_| (b'a' + (rnd() % 8) as u8) as char)
+            .collect();
+        writeln!(out, "{word} {}", rnd() % 1_000_000_000).unwrap();
     }
-    let lines_path = dir.join("lines.txt");
-    fs::write(&lines_path, lines).unwrap();
+    out.flush().unwrap();
 
-    let mut src = String::from("#include <stdio.h>\n");
-    for i in 0..3000 {
-        src.push_str(&format!(
-            "static int f{i}(int x) {{ int s = 0; for (int j = 0; j < x % {m}; j++) s += j * {i}; return s ^ x; }}\n",
-            m = i + 7
-        ));
-    }
-    src.push_str("int main(void) { long t = 0;\n");
-    for i in 0..3000 {
-        src.push_str(&format!("  t += f{i}({i});\n"));
-    }
-    src.push_str("  printf(\"%ld\\n\", t); return 0; }\n");
     let c_path = dir.join("big.c");
-    fs::write(&c_path, src).unwrap();
+    let mut out = BufWriter::new(fs::File::create(&c_path).unwrap());
+    writeln!(out, "#include <stdio.h>").unwrap();
+    for i in 0..3000 {
+        writeln!(
+            out,
+            "static int f{i}(int x) {{ int s = 0; for (int j = 0; j < x % {m}; j++) s += j * {i}; return s ^ x; }}",
+            m = i + 7
+        )
+        .unwrap();
+    }
+    writeln!(out, "int main(void) {{ long t = 0;").unwrap();
+    for i in 0..3000 {
+        writeln!(out, "  t += f{i}({i});").unwrap();
+    }
+    writeln!(out, "  printf(\"%ld\\n\", t); return 0; }}").unwrap();
+    out.flush().unwrap();
 
     let python = String::from_utf8(
         Command::new("python3")
