@@ -627,6 +627,10 @@ fn child_cases() {
                 let g = libc::malloc(32);
                 free(g);
             }
+            "new-without-cxx-runtime" => {
+                // This Rust test binary has no libstdc++: nothing to throw.
+                new(usize::MAX / 2);
+            }
             "trim" => {
                 let big = malloc(8 << 20);
                 big.cast::<u8>().write_bytes(1, 8 << 20);
@@ -669,6 +673,11 @@ fn faults_abort_with_a_message() {
             "strict-free-foreign",
             true,
             "hakmem: fatal: free of a pointer hakmem never returned",
+        ),
+        (
+            "new-without-cxx-runtime",
+            false,
+            "hakmem: fatal: operator new: out of memory, and no C++ runtime",
         ),
     ] {
         let (status, err) = run_case(case, strict);
