@@ -45,7 +45,7 @@ use crate::segment::{
 };
 use crate::source::{PageSource, Purged};
 use crate::stats::{Op, Stats};
-use crate::sync::{Guarded, Mutex, Ordering, const_unless_loom};
+use crate::sync::{AtomicU32, Guarded, Mutex, Ordering, const_unless_loom};
 
 /// What was wrong with a pointer given to [`Allocator::free`] or
 /// [`Allocator::realloc`].
@@ -99,6 +99,9 @@ pub struct Allocator<S: PageSource, G: Geometry = Server> {
     pool: Mutex<Pool>,
     heaps: Mutex<HeapPool>,
     large: Mutex<LargeCache>,
+    /// Non-zero while the Large cache may hold resident regions: pool events
+    /// then look whether the cache has been idle long enough to purge.
+    large_resident: AtomicU32,
     /// The heap of threads that have none of their own (a thread that is
     /// exiting, or an adapter's fallback when its per-CPU heap is busy).
     shared: Mutex<LocalHeap>,
@@ -127,6 +130,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 pool: Mutex::new(Pool::new()),
                 heaps: Mutex::new(HeapPool::new()),
                 large: Mutex::new(LargeCache::new()),
+                large_resident: AtomicU32::new(0),
                 shared: Mutex::new(LocalHeap::new()),
                 _geometry: PhantomData,
             }
@@ -730,6 +734,8 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 let r = pool.give_span::<G>(seg, idx, pages, self.cfg().segment_reserve as usize, now);
                 // Piggyback: purge what has been free long enough.
                 self.purge_pool(&mut pool, now, false, Self::PURGE_BATCH);
+                drop(pool);
+                self.purge_large_if_idle(now);
                 r
             };
             if let Some(seg) = release {
@@ -1427,7 +1433,9 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             return ptr::null_mut();
         }
         let cacheable = offset == Self::LARGE_PLAIN_OFFSET;
-        let cached = if cacheable { self.large.lock().take(region) } else { None };
+        let cached = if cacheable { self.large.lock().take(region, self.source.now_ms()) } else { None };
+        // SAFETY: a region taken from the cache is ours and unused.
+        let cached = cached.and_then(|e| unsafe { self.fit_cached(e, region, region_align) });
         let (seg, zeroed, region) = match cached {
             Some(e) => {
                 let seg = e.seg;
@@ -1440,10 +1448,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                     // SAFETY: inside the cached region, past its header.
                     unsafe { seg.cast::<u8>().add(head).write_bytes(0, n.min(e.size - head)) };
                 }
-                // The region keeps its size: shrinking it on every reuse costs a
-                // system call each time and makes the next larger request miss.
-                let rsize = e.size;
-                (seg, purged_zero, rsize)
+                (seg, purged_zero, e.size)
             }
             None => {
                 let Some(r) = self.source.reserve(region, region_align) else {
@@ -1480,6 +1485,44 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             unsafe { p.write_bytes(0, size) };
         }
         p
+    }
+
+    /// Make the cached region `e` fit a request for a `region`-byte region:
+    /// as it is when it is at most twice the size (no system call, and the
+    /// next larger request still fits), shrunk in place when larger, grown
+    /// (pages moved, not faulted in again) when smaller. A region that cannot
+    /// grow is released and `None` returned.
+    ///
+    /// # Safety
+    /// `e` came out of the Large cache: a live region of ours nothing uses.
+    unsafe fn fit_cached(&self, mut e: LargeEntry, region: usize, align: usize) -> Option<LargeEntry> {
+        if e.size >= region && e.size / 2 <= region {
+            return Some(e);
+        }
+        let base = NonNull::new(e.seg.cast::<u8>()).expect("cached region");
+        let grow = e.size < region;
+        // SAFETY: the region is ours and idle; `region` is a multiple of the
+        // page size; the header moves with the pages if the region moves.
+        match unsafe { self.source.resize(base, e.size, region, align, grow) } {
+            Some(b) => {
+                e.seg = b.as_ptr().cast();
+                // SAFETY: the (possibly moved) header is ours; its cookie
+                // names its address.
+                unsafe { (*e.seg).cookie = e.seg.addr() ^ crate::segment::COOKIE_KEY };
+                if grow {
+                    // The source says nothing of the bytes past the old end.
+                    e.purged = Purged::No;
+                }
+                e.size = region;
+                Some(e)
+            }
+            None if grow => {
+                // SAFETY: nothing references the region.
+                unsafe { self.release_segment(e.seg, e.size) };
+                None
+            }
+            None => Some(e),
+        }
     }
 
     /// Free a Large block found through a descriptor of kind Large.
@@ -1734,6 +1777,16 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             r
         });
         lc.purged_bytes += purged;
+        // Relaxed: a hint for pool events; the lock orders the cache itself.
+        self.large_resident.store(u32::from(lc.resident_bytes() != 0), Ordering::Relaxed);
+    }
+
+    /// A pool event's look at the Large cache: purge it if it has been idle
+    /// for the delay (the program may never free a Large block again).
+    fn purge_large_if_idle(&self, now: u64) {
+        if self.large_resident.load(Ordering::Relaxed) != 0 {
+            self.purge_large(&mut self.large.lock(), now, false);
+        }
     }
 
     /// The allocator's own accounting, read under its locks, with every

@@ -261,7 +261,7 @@ fn parse_bool(v: &str) -> Result<bool, ConfigError> {
 }
 
 /// Decimal or `0x` hex, with an optional `k`/`m`/`g` (×1024) suffix, at most `max`.
-fn parse_u64(v: &str, max: u64) -> Result<u64, ConfigError> {
+pub fn parse_u64(v: &str, max: u64) -> Result<u64, ConfigError> {
     let (digits, mul) = match v.as_bytes().last() {
         Some(b'k' | b'K') => (&v[..v.len() - 1], 1u64 << 10),
         Some(b'm' | b'M') => (&v[..v.len() - 1], 1 << 20),

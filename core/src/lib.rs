@@ -57,7 +57,7 @@ pub mod testing;
 mod tests;
 
 pub use crate::alloc::{Allocator, Fault, FaultKind};
-pub use crate::config::{ALL_TINY, Config, ConfigError, MAX_SAMPLE_SHIFT, RING_MAX, SWITCHES};
+pub use crate::config::{ALL_TINY, Config, ConfigError, MAX_SAMPLE_SHIFT, RING_MAX, SWITCHES, parse_u64};
 pub use crate::heap::LocalHeap;
 pub use crate::segment::{Geo, Geometry, Server, Small};
 pub use crate::source::{PageSource, Purged, Reservation};

@@ -442,6 +442,8 @@ pub(crate) struct LargeCache {
     pub frees: u64,
     /// Bytes of cached regions purged so far.
     pub purged_bytes: u64,
+    /// When a region last went into or came out of the cache (ms).
+    pub last_use: u64,
 }
 
 // SAFETY: the entries are regions owned by the cache; reached through its lock.
@@ -458,20 +460,28 @@ impl LargeCache {
             allocs: 0,
             frees: 0,
             purged_bytes: 0,
+            last_use: 0,
         }
     }
 
-    /// Take the smallest cached region of at least `size` bytes and at most
-    /// twice that.
-    pub(crate) fn take(&mut self, size: usize) -> Option<LargeEntry> {
+    /// Take the smallest cached region of at least `size` bytes or, failing
+    /// that, the largest of at least half of `size` (its pages are worth
+    /// moving rather than faulting in afresh). The caller resizes it.
+    pub(crate) fn take(&mut self, size: usize, now: u64) -> Option<LargeEntry> {
         let mut best: Option<usize> = None;
         for i in 0..self.len {
             let e = self.entries[i];
-            if e.size >= size && e.size / 2 <= size && best.is_none_or(|b| self.entries[b].size > e.size) {
+            let better = match best.map(|b| self.entries[b].size) {
+                None => e.size >= size / 2,
+                Some(b) if b >= size => e.size >= size && e.size < b,
+                Some(b) => e.size > b,
+            };
+            if better {
                 best = Some(i);
             }
         }
         let i = best?;
+        self.last_use = now;
         let e = self.entries[i];
         self.entries.copy_within(i + 1..self.len, i);
         self.len -= 1;
@@ -496,12 +506,15 @@ impl LargeCache {
         self.entries[self.len] = e;
         self.len += 1;
         self.bytes += e.size;
+        self.last_use = self.last_use.max(e.since);
     }
 
-    /// Purge the body of every entry cached for `delay` ms (all with
-    /// `force`), and, oldest first, of as many more as it takes to keep the
-    /// resident cached bytes within `limit`; `purge` does one region and
-    /// says how.
+    /// Purge the body of every entry once the cache has seen no use for
+    /// `delay` ms (all with `force`), and, oldest first, of as many more as it
+    /// takes to keep the resident cached bytes within `limit`; `purge` does
+    /// one region and says how. While the program keeps allocating Large
+    /// blocks, the delay keeps restarting: a region about to be reused does
+    /// not fault its pages in again (the cache's size bounds what it holds).
     pub(crate) fn purge_expired(
         &mut self,
         now: u64,
@@ -510,11 +523,10 @@ impl LargeCache {
         limit: usize,
         mut purge: impl FnMut(&LargeEntry) -> crate::source::Purged,
     ) {
+        let idle = now.saturating_sub(self.last_use) >= delay;
         let mut resident = self.resident_bytes();
         for e in &mut self.entries[..self.len] {
-            if e.purged == crate::source::Purged::No
-                && (force || now.saturating_sub(e.since) >= delay || resident > limit)
-            {
+            if e.purged == crate::source::Purged::No && (force || idle || resident > limit) {
                 e.purged = purge(e);
                 if e.purged != crate::source::Purged::No {
                     resident -= e.size;

@@ -49,6 +49,7 @@ pub(crate) struct Settings {
     pub purge: Option<PurgeMode>,
     pub purge_thread: bool,
     pub log_interval_ms: u64,
+    pub huge_min: Option<usize>,
 }
 
 /// Writes to standard error through a fixed buffer, without allocating.
@@ -106,6 +107,7 @@ pub(crate) fn read() -> Settings {
         purge: None,
         purge_thread: false,
         log_interval_ms: 1000,
+        huge_min: None,
     };
     // SAFETY: `environ` is the libc's NUL-terminated array of NUL-terminated
     // strings; we only read it, before any thread of ours could change it.
@@ -145,6 +147,10 @@ fn apply(st: &mut Settings, name: &str, value: &str) {
         "HAKMEM_LOG_INTERVAL_MS" => match v.parse::<u64>() {
             Ok(n) => st.log_interval_ms = n,
             Err(_) => warn(name, value, format_args!("not a number")),
+        },
+        "HAKMEM_HUGEPAGE_MIN" => match hakmem_core::parse_u64(v, isize::MAX as u64) {
+            Ok(n) => st.huge_min = Some(n as usize),
+            Err(e) => warn(name, value, format_args!("{e}")),
         },
         "HAKMEM_PURGE_MODE" => match v {
             "dontneed" => st.purge = Some(PurgeMode::DontNeed),

@@ -87,6 +87,9 @@ fn init() {
         if let Some(mode) = st.purge {
             ALLOC.source().set_purge_mode(mode);
         }
+        if let Some(min) = st.huge_min {
+            ALLOC.source().set_huge_min(min);
+        }
         STATS_AT_EXIT.store(st.stats_at_exit, Ordering::Relaxed);
         PURGE_THREAD.store(st.purge_thread as u8, Ordering::Relaxed);
         LOG_INTERVAL_MS.store(st.log_interval_ms, Ordering::Relaxed);

@@ -59,12 +59,27 @@ pub enum PurgeMode {
 /// [`owns`](PageSource::owns) answers for regions of any of them.
 pub struct MmapSource {
     purge: AtomicUsize,
+    huge_min: AtomicUsize,
 }
 
 impl MmapSource {
-    /// A source that purges with `MADV_DONTNEED`.
+    /// Regions of at least this size get `MADV_HUGEPAGE` by default: Large
+    /// blocks of 4 MiB and more, which programs fill (one fault per 2 MiB
+    /// instead of 512), and never the 2 MiB segments of small blocks, whose
+    /// pages are touched sparsely.
+    pub const HUGE_MIN_DEFAULT: usize = 4 << 20;
+
+    /// A source that purges with `MADV_DONTNEED` and asks for transparent
+    /// huge pages on regions of [`HUGE_MIN_DEFAULT`](Self::HUGE_MIN_DEFAULT) bytes and more.
     pub const fn new() -> MmapSource {
-        MmapSource { purge: AtomicUsize::new(0) }
+        MmapSource { purge: AtomicUsize::new(0), huge_min: AtomicUsize::new(Self::HUGE_MIN_DEFAULT) }
+    }
+
+    /// Ask for transparent huge pages (`MADV_HUGEPAGE`) on regions of at least
+    /// `min` bytes; 0 never asks. Whether the kernel obliges depends on
+    /// `/sys/kernel/mm/transparent_hugepage/enabled` (`madvise` or `always`).
+    pub fn set_huge_min(&self, min: usize) {
+        self.huge_min.store(if min == 0 { usize::MAX } else { min }, Ordering::Relaxed);
     }
 
     /// Choose how free pages are purged.
@@ -143,6 +158,11 @@ unsafe impl PageSource for MmapSource {
             return None;
         };
         slot.store(1, Ordering::Release);
+        if size >= self.huge_min.load(Ordering::Relaxed) {
+            // SAFETY: a fresh mapping of ours; the advice changes how it is
+            // backed, not what it holds. Refusal (no THP) is harmless.
+            let _ = unsafe { mm::madvise(base.cast(), size, Advice::LinuxHugepage) };
+        }
         Some(Reservation { base: NonNull::new(base)?, zeroed: true })
     }
 
@@ -194,16 +214,25 @@ unsafe impl PageSource for MmapSource {
                 return None;
             }
         };
+        // The old base stops being ours before its range is unmapped by the
+        // move: once it is, another thread may map a region there and mark it
+        // ours, and a later clear would disown that region. Nothing else uses
+        // the region meanwhile (the caller is resizing it).
+        let old_slot = registry_slot(old.addr());
+        if let Some(slot) = old_slot {
+            slot.store(0, Ordering::Release);
+        }
+        new_slot.store(1, Ordering::Release);
         // SAFETY: both ranges are mappings of ours; MREMAP_FIXED atomically
         // replaces the reservation at `target` with the moved pages.
         let moved = unsafe { mm::mremap_fixed(old.cast(), old_size, new_size, MremapFlags::MAYMOVE, target.cast()) };
         if moved.is_err() {
+            new_slot.store(0, Ordering::Release);
             Self::unmap(target, new_size);
+            if let Some(slot) = old_slot {
+                slot.store(1, Ordering::Release);
+            }
             return None;
-        }
-        new_slot.store(1, Ordering::Release);
-        if let Some(slot) = registry_slot(old.addr()) {
-            slot.store(0, Ordering::Release);
         }
         NonNull::new(target)
     }

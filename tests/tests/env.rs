@@ -29,6 +29,41 @@ fn child() {
     }
     let s = hakmem::stats();
     println!("mid-slow-free={}", s.mid().slow_free);
+    // An 8 MiB Large block: did its mapping get MADV_HUGEPAGE?
+    let big = layout(8 << 20, 8);
+    // SAFETY: non-zero size.
+    let p = unsafe { H.alloc(big) };
+    assert!(!p.is_null());
+    println!("hugepage-advice={}", mapping_flags(p.addr()).split_whitespace().any(|f| f == "hg"));
+    // SAFETY: the live block just allocated.
+    unsafe { H.dealloc(p, big) };
+}
+
+/// The `VmFlags` of the mapping holding `addr`, from `/proc/self/smaps`.
+fn mapping_flags(addr: usize) -> String {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ')
+            && let Some((lo, hi)) = range.split_once('-')
+            && let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+        {
+            inside = (lo..hi).contains(&addr);
+        } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
+            return flags.to_string();
+        }
+    }
+    panic!("no mapping holds {addr:#x}");
+}
+
+#[test]
+fn hugepage_advice_for_large_regions_only_as_configured() {
+    let (out, _) = run(&[]);
+    assert!(out.contains("hugepage-advice=true"), "an 8 MiB region is advised by default: {out}");
+    let (out, _) = run(&[("HAKMEM_HUGEPAGE_MIN", "0")]);
+    assert!(out.contains("hugepage-advice=false"), "0 turns the advice off: {out}");
+    let (out, _) = run(&[("HAKMEM_HUGEPAGE_MIN", "16M")]);
+    assert!(out.contains("hugepage-advice=false"), "an 8 MiB region is below 16 MiB: {out}");
 }
 
 fn run(env: &[(&str, &str)]) -> (String, String) {
