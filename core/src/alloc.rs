@@ -1249,8 +1249,12 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         // SAFETY: we give `h` up.
         unsafe { self.heaps.lock().put(h, abandoned) };
         *heap = LocalHeap::new();
-        // Thread exit is a purge opportunity too.
+        // Thread exit is a purge opportunity too, and a sign that the Large
+        // blocks this thread cycled may not come back: cached regions go
+        // once they have waited the delay, whatever others do meanwhile.
         self.purge(false);
+        let now = self.source.now_ms();
+        self.purge_large(&mut self.large.lock(), now, false, true);
     }
 
     /// Empty every bin of `heap` into its spans; returns whether `h` still
@@ -1566,7 +1570,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                     evicted[n] = x;
                     n += 1;
                 });
-                self.purge_large(&mut lc, e.since, false);
+                self.purge_large(&mut lc, e.since, false, false);
             } else {
                 evicted[0] = e;
                 n = 1;
@@ -1756,18 +1760,18 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             let mut pool = self.pool.lock();
             self.purge_pool(&mut pool, now, force, usize::MAX);
         }
-        self.purge_large(&mut self.large.lock(), now, force);
+        self.purge_large(&mut self.large.lock(), now, force, false);
     }
 
     /// Purge, under the Large cache lock, the bodies of regions cached for
     /// the configured delay (all with `force`). Headers stay resident.
-    fn purge_large(&self, lc: &mut LargeCache, now: u64, force: bool) {
+    fn purge_large(&self, lc: &mut LargeCache, now: u64, force: bool, by_age: bool) {
         let delay = self.cfg().purge_delay_ms as u64;
         // Cached Large regions wait out the delay whatever their size (they
         // are bounded by `large_cache_bytes`): a big region reused within the
         // delay must not fault its pages in again.
         let mut purged = 0u64;
-        lc.purge_expired(now, delay, force, usize::MAX, |e| {
+        lc.purge_expired(now, delay, force, by_age, usize::MAX, |e| {
             let body = Geo::<G>::HEADER_SIZE;
             // SAFETY: a cached region is ours and unused; its header stays.
             let r = unsafe { self.purge_range(e.seg.cast::<u8>().wrapping_add(body), e.size - body) };
@@ -1785,7 +1789,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     /// for the delay (the program may never free a Large block again).
     fn purge_large_if_idle(&self, now: u64) {
         if self.large_resident.load(Ordering::Relaxed) != 0 {
-            self.purge_large(&mut self.large.lock(), now, false);
+            self.purge_large(&mut self.large.lock(), now, false, false);
         }
     }
 

@@ -515,11 +515,13 @@ impl LargeCache {
     /// one region and says how. While the program keeps allocating Large
     /// blocks, the delay keeps restarting: a region about to be reused does
     /// not fault its pages in again (the cache's size bounds what it holds).
+    /// With `by_age` (a thread's exit), every entry cached for the delay goes.
     pub(crate) fn purge_expired(
         &mut self,
         now: u64,
         delay: u64,
         force: bool,
+        by_age: bool,
         limit: usize,
         mut purge: impl FnMut(&LargeEntry) -> crate::source::Purged,
     ) {
