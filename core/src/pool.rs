@@ -528,7 +528,8 @@ impl LargeCache {
         let idle = now.saturating_sub(self.last_use) >= delay;
         let mut resident = self.resident_bytes();
         for e in &mut self.entries[..self.len] {
-            if e.purged == crate::source::Purged::No && (force || idle || resident > limit) {
+            let aged = by_age && now.saturating_sub(e.since) >= delay;
+            if e.purged == crate::source::Purged::No && (force || idle || aged || resident > limit) {
                 e.purged = purge(e);
                 if e.purged != crate::source::Purged::No {
                     resident -= e.size;
