@@ -92,6 +92,8 @@ impl AllocKind {
         if !self.is_hakmem() {
             return Ok(());
         }
+        // hakmem reads its environment on first use: make sure it has.
+        let _ = hakmem::stats();
         let cfg = hakmem::allocator().config();
         let no_purge = cfg.purge_delay_ms == u32::MAX && cfg.purge_dirty_min >= isize::MAX as usize;
         let pt = std::env::var("HAKMEM_PURGE_THREAD").is_ok_and(|v| v.trim() == "1");

@@ -21,6 +21,10 @@ USAGE
                                                 the memory workloads: RSS over time, one process per run
   hakmem-bench purge-cost [--rounds N] [--workloads a,b] [--threads 1,2] [--json FILE]
                                                 hakmem vs hakmem-nopurge on the quick suite (children)
+  hakmem-bench --preload [--runs N] [--lib PATH] [--allocs a,b] [--full] [--json FILE]
+                                                C, shell and Python programs under LD_PRELOAD: hakmem
+                                                (target/release/libhakmem.so), glibc, and Debian's
+                                                mimalloc, jemalloc, tcmalloc where installed
   hakmem-bench memrun --alloc A --workload W [--scale quick|test]
                                                 one memory run in this process, one JSON line
   hakmem-bench fastpath --alloc A|null --tier tiny|mid --pairs N
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Some("run") => cmd_run(rest()),
         Some("fastpath") => cmd_fastpath(rest()),
         Some("memrun") => cmd_memrun(rest()),
+        Some("--preload" | "preload") => cmd_preload(rest()),
         Some("memory") => cmd_memory(rest()),
         Some("purge-cost") => cmd_purge_cost(rest()),
         Some("report") => cmd_report(rest()),
@@ -181,7 +186,36 @@ fn empty_results(mode: &str) -> Results {
         baseline_rss_kib: None,
         cells: Vec::new(),
         memory: None,
+        preload: None,
     }
+}
+
+fn cmd_preload(mut a: Args) -> Result<(), String> {
+    let mut runs = 3;
+    let mut lib = None;
+    let mut names = Vec::new();
+    let mut json = None;
+    let mut quick = true;
+    while let Some(flag) = a.0.next() {
+        match flag.as_str() {
+            "--runs" | "--rounds" => runs = a.number("--runs")?.max(1),
+            "--lib" => lib = Some(PathBuf::from(a.value("--lib")?)),
+            "--allocs" | "--alloc" => names = a.value("--allocs")?.split(',').map(String::from).collect(),
+            "--full" => quick = false,
+            "--quick" => quick = true,
+            "--json" => json = Some(a.value("--json")?.into()),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    let start = std::time::Instant::now();
+    let (libs, skipped) = hakmem_bench::preload::libraries(lib, &names)?;
+    let pre = hakmem_bench::preload::run_preload(&libs, skipped, runs, quick)?;
+    let mut res = empty_results("preload");
+    res.elapsed_s = start.elapsed().as_secs_f64();
+    eprintln!("preload run took {:.1} s", res.elapsed_s);
+    res.preload = Some(pre);
+    res.machine.loadavg.push(hakmem_bench::machine::loadavg());
+    write_json(&json, &res)
 }
 
 fn cmd_memory(mut a: Args) -> Result<(), String> {

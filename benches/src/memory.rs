@@ -775,6 +775,9 @@ pub struct PurgeCost {
     pub cells: Vec<PurgeCell>,
     /// Geometric mean of the cells' ratios.
     pub geomean: f64,
+    /// Cells left out because a child failed (the error), e.g. an abort.
+    #[serde(default)]
+    pub failures: Vec<String>,
 }
 
 impl PurgeCost {
@@ -789,6 +792,7 @@ impl PurgeCost {
 /// warm-up round and a timed one.
 pub fn purge_cost(opts: &Options) -> Result<PurgeCost, String> {
     let mut cells = Vec::new();
+    let mut failures = Vec::new();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
@@ -808,14 +812,28 @@ pub fn purge_cost(opts: &Options) -> Result<PurgeCost, String> {
             let kinds = [AllocKind::Hakmem, AllocKind::HakmemNoPurge];
             let mut rates = [Vec::new(), Vec::new()];
             let mut purged = [Vec::new(), Vec::new()];
-            for r in 0..opts.rounds {
+            let mut failed = None;
+            'rounds: for r in 0..opts.rounds {
                 for j in 0..2 {
                     let i = (r + j) % 2;
-                    let rep = spawn_child(kinds[i], Some(w), t, opts.scale, 2, false)?;
+                    // A failing child (an allocator abort) is reported and
+                    // its cell left out, not the whole run.
+                    let rep = match spawn_child(kinds[i], Some(w), t, opts.scale, 2, false) {
+                        Ok(rep) => rep,
+                        Err(e) => {
+                            failed = Some(e);
+                            break 'rounds;
+                        }
+                    };
                     let secs = *rep.secs.last().ok_or("child ran no round")?;
                     rates[i].push(rep.ops as f64 / secs);
                     purged[i].push(rep.paths.map_or(0, |p| p.bytes_purged) as f64);
                 }
+            }
+            if let Some(e) = failed {
+                println!("{:<15} {:>2} FAILED: {e}", w.name(), t);
+                failures.push(format!("{} t={t}: {e}", w.name()));
+                continue;
             }
             let cell = PurgeCell {
                 workload: w,
@@ -841,12 +859,15 @@ pub fn purge_cost(opts: &Options) -> Result<PurgeCost, String> {
         }
     }
     let geomean = (cells.iter().map(|c| c.ratio().ln()).sum::<f64>() / cells.len().max(1) as f64).exp();
-    let pc = PurgeCost { rounds: opts.rounds, cells, geomean };
+    let pc = PurgeCost { rounds: opts.rounds, cells, geomean, failures };
     println!(
         "purging costs {:+.1}% throughput (geometric mean of nopurge ÷ default over {} cells); target ≤ 3%: {}",
         (pc.geomean - 1.0) * 100.0,
         pc.cells.len(),
         if pc.met() { "MET" } else { "MISSED" }
     );
+    if !pc.failures.is_empty() {
+        println!("{} cell(s) FAILED (a child aborted): {}", pc.failures.len(), pc.failures.join("; "));
+    }
     Ok(pc)
 }

@@ -496,6 +496,39 @@ pub fn write_report(
     if let Some(m) = &res.memory {
         md.push_str(&memory_section(m, &chart_dir, &mut written)?);
     }
+    if let Some(p) = &res.preload {
+        md.push_str("\n## Programs under LD_PRELOAD\n\n");
+        let _ = writeln!(
+            md,
+            "From `hakmem-bench --preload`: each program run {} times per allocator after a warm-up run, allocators in \
+             rotating order; medians. Peak RSS is `ru_maxrss` from `wait4`. A probe checked that `malloc` resolves to \
+             each library, and every hakmem warm-up run printed its `HAKMEM_STATS` line. Ratio = allocator ÷ hakmem \
+             (above 1: slower, or more memory). The harness's own RSS, a floor under every figure: {}.{}\n",
+            p.runs,
+            mib(p.floor_kib),
+            if p.skipped.is_empty() { String::new() } else { format!(" Skipped: {}.", p.skipped.join("; ")) }
+        );
+        for c in &p.cells {
+            let _ = writeln!(md, "\n### {}\n\n{}\n", c.workload, c.what);
+            md.push_str("| allocator | wall s | min | max | ratio | CPU s | peak RSS | ratio |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+            let h = c.figures.iter().find(|f| f.alloc == "hakmem");
+            for f in &c.figures {
+                let r = |x: f64, y: Option<f64>| y.filter(|&y| y > 0.0).map_or("-".into(), |y| format!("{:.2}", x / y));
+                let _ = writeln!(
+                    md,
+                    "| {} | {:.3} | {:.3} | {:.3} | {} | {:.3} | {} | {} |",
+                    f.alloc,
+                    f.wall_s,
+                    f.wall_min_s,
+                    f.wall_max_s,
+                    r(f.wall_s, h.map(|h| h.wall_s)),
+                    f.cpu_s,
+                    mib(f.maxrss_kib),
+                    r(f.maxrss_kib as f64, h.map(|h| h.maxrss_kib as f64))
+                );
+            }
+        }
+    }
     std::fs::write(out, md)?;
     written.push(out.to_path_buf());
     Ok(written)
@@ -592,6 +625,9 @@ fn memory_section(
             if pc.met() { "met" } else { "missed" },
             (pc.geomean - 1.0) * 100.0
         );
+        for f in &pc.failures {
+            let _ = writeln!(md, "**Failed** (cell left out): {f}\n");
+        }
         md.push_str("| workload | t | default ops/s | nopurge ops/s | ratio | purged per round |\n|---|---:|---:|---:|---:|---:|\n");
         for c in &pc.cells {
             let _ = writeln!(

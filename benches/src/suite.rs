@@ -71,6 +71,9 @@ pub struct Results {
     /// The memory workloads (`memory`, or the suite with `--memory`).
     #[serde(default)]
     pub memory: Option<crate::memory::MemoryResults>,
+    /// The `--preload` programs.
+    #[serde(default)]
+    pub preload: Option<crate::preload::PreloadResults>,
 }
 
 impl Results {
@@ -78,6 +81,9 @@ impl Results {
     /// newer than this record's (a `memory` or `purge-cost` run merged into a
     /// suite run for one report).
     pub fn merge(&mut self, other: Results) {
+        if other.preload.is_some() {
+            self.preload = other.preload;
+        }
         let Some(om) = other.memory else { return };
         let m = self.memory.get_or_insert_with(|| crate::memory::MemoryResults {
             reps: 0,
@@ -439,6 +445,7 @@ pub fn run_suite(opts: &Options) -> Result<Results, String> {
         baseline_rss_kib: baseline,
         cells,
         memory: None,
+        preload: None,
     };
     print_summary(&results);
     Ok(results)
