@@ -9,6 +9,6 @@ fn main() {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|| "unknown".into());
-    println!("cargo:rustc-env=HAKMEM_BENCH_RUSTC={version}");
+    println!("cargo:rustc-env=BENCH_RUSTC_VERSION={version}");
     println!("cargo:rerun-if-changed=build.rs");
 }

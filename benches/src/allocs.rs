@@ -28,6 +28,15 @@ pub enum AllocKind {
     Jemalloc,
     /// [`SpeedOfLight`]: per-thread free lists of fixed-size blocks.
     Sol,
+    /// hakmem with purging off (`HAKMEM_PURGE_DELAY_MS` and
+    /// `HAKMEM_PURGE_DIRTY_MIN` at their maximum): runs only in a child
+    /// process started with that environment (see [`AllocKind::env`]).
+    #[serde(rename = "hakmem-nopurge")]
+    HakmemNoPurge,
+    /// hakmem with its background purge thread (`HAKMEM_PURGE_THREAD=1`):
+    /// child processes only, like [`AllocKind::HakmemNoPurge`].
+    #[serde(rename = "hakmem-pt")]
+    HakmemPurgeThread,
 }
 
 impl AllocKind {
@@ -43,6 +52,8 @@ impl AllocKind {
             AllocKind::Mimalloc => "mimalloc",
             AllocKind::Jemalloc => "jemalloc",
             AllocKind::Sol => "sol",
+            AllocKind::HakmemNoPurge => "hakmem-nopurge",
+            AllocKind::HakmemPurgeThread => "hakmem-pt",
         }
     }
 
@@ -50,7 +61,58 @@ impl AllocKind {
     pub fn parse(s: &str) -> Option<AllocKind> {
         match s {
             "glibc" => Some(AllocKind::System),
+            "hakmem-nopurge" => Some(AllocKind::HakmemNoPurge),
+            "hakmem-pt" => Some(AllocKind::HakmemPurgeThread),
             _ => AllocKind::ALL.into_iter().find(|k| k.name() == s),
+        }
+    }
+
+    /// Whether this is hakmem (in any configuration).
+    pub fn is_hakmem(self) -> bool {
+        matches!(self, AllocKind::Hakmem | AllocKind::HakmemNoPurge | AllocKind::HakmemPurgeThread)
+    }
+
+    /// The environment a child process running this allocator needs. hakmem
+    /// reads its configuration once per process, so a configuration variant
+    /// can only run in a process of its own started with these variables.
+    pub fn env(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            AllocKind::HakmemNoPurge => {
+                &[("HAKMEM_PURGE_DELAY_MS", "4294967295"), ("HAKMEM_PURGE_DIRTY_MIN", "9223372036854775807")]
+            }
+            AllocKind::HakmemPurgeThread => &[("HAKMEM_PURGE_THREAD", "1")],
+            _ => &[],
+        }
+    }
+
+    /// In a process about to run this allocator: whether hakmem's
+    /// configuration is the one this name stands for (a variant run without
+    /// its environment would measure plain hakmem under another name).
+    pub fn check_config(self) -> Result<(), String> {
+        if !self.is_hakmem() {
+            return Ok(());
+        }
+        // hakmem reads its environment on first use: make sure it has.
+        let _ = hakmem::stats();
+        let cfg = hakmem::allocator().config();
+        let no_purge = cfg.purge_delay_ms == u32::MAX && cfg.purge_dirty_min >= isize::MAX as usize;
+        let pt = std::env::var("HAKMEM_PURGE_THREAD").is_ok_and(|v| v.trim() == "1");
+        let ok = match self {
+            AllocKind::HakmemNoPurge => no_purge,
+            AllocKind::HakmemPurgeThread => pt && !no_purge,
+            _ => !no_purge && !pt,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} needs a process of its own with {:?} (purge delay here {} ms, dirty min {} B, purge thread {pt}); \
+                 it runs in child processes only (--isolate, `memory`, `purge-cost`)",
+                self.name(),
+                self.env(),
+                cfg.purge_delay_ms,
+                cfg.purge_dirty_min
+            ))
         }
     }
 }
@@ -76,7 +138,7 @@ pub static SOL: SpeedOfLight = SpeedOfLight;
 /// Run `w` with the allocator `k` names.
 pub fn dispatch<W: WithAlloc>(k: AllocKind, w: W) -> W::Out {
     match k {
-        AllocKind::Hakmem => w.call(&HAKMEM),
+        AllocKind::Hakmem | AllocKind::HakmemNoPurge | AllocKind::HakmemPurgeThread => w.call(&HAKMEM),
         AllocKind::System => w.call(&System),
         AllocKind::Mimalloc => w.call(&MIMALLOC),
         AllocKind::Jemalloc => w.call(&JEMALLOC),

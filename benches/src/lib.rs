@@ -8,6 +8,8 @@
 pub mod allocs;
 pub mod harness;
 pub mod machine;
+pub mod memory;
+pub mod preload;
 pub mod report;
 pub mod suite;
 pub mod workloads;

@@ -64,7 +64,7 @@ pub fn describe() -> Machine {
         mem_kib,
         kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
         thp: read("/sys/kernel/mm/transparent_hugepage/enabled").trim().to_string(),
-        rustc: env!("HAKMEM_BENCH_RUSTC").to_string(),
+        rustc: env!("BENCH_RUSTC_VERSION").to_string(),
         versions: crate::allocs::versions(),
         commit,
         loadavg: vec![loadavg()],

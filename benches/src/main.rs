@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hakmem_bench::allocs::{AllocKind, WithAlloc, dispatch};
+use hakmem_bench::memory::{self, MemOptions, MemWorkload};
 use hakmem_bench::report;
-use hakmem_bench::suite::{self, Options};
+use hakmem_bench::suite::{self, Options, Results};
 use hakmem_bench::workloads::{self, FAST_MID, FAST_TINY, NullAlloc, Scale, Workload};
 
 const USAGE: &str = "\
@@ -16,10 +17,22 @@ USAGE
   hakmem-bench run --alloc A --workload W [--threads T] [--scale quick|full|test] [--rounds N]
                                                 run W in this process, print one JSON line
                                                 (ops, seconds per round, peak/final RSS)
+  hakmem-bench memory [--reps N] [--workloads a,b] [--allocs a,b] [--json FILE]
+                                                the memory workloads: RSS over time, one process per run
+  hakmem-bench purge-cost [--rounds N] [--workloads a,b] [--threads 1,2] [--json FILE]
+                                                hakmem vs hakmem-nopurge on the quick suite (children)
+  hakmem-bench --preload [--runs N] [--lib PATH] [--allocs a,b] [--full] [--json FILE]
+                                                C, shell and Python programs under LD_PRELOAD: hakmem
+                                                (target/release/libhakmem.so), glibc, and Debian's
+                                                mimalloc, jemalloc, tcmalloc where installed
+  hakmem-bench memrun --alloc A --workload W [--scale quick|test]
+                                                one memory run in this process, one JSON line
   hakmem-bench fastpath --alloc A|null --tier tiny|mid --pairs N
                                                 N alloc+free pairs (for callgrind; see callgrind.sh)
-  hakmem-bench report FILE [--out PATH] [--callgrind FILE] [--notes FILE]
-                                                write docs/BENCHMARKS.md and charts from a --json file
+  hakmem-bench report FILE [FILE...] [--out PATH] [--callgrind FILE] [--notes FILE]
+                                                write docs/BENCHMARKS.md and charts from --json files
+                                                (the first gives the tables; memory and purge-cost
+                                                figures are taken from any)
   hakmem-bench list                             workloads and allocators
 
 SUITE OPTIONS
@@ -27,10 +40,25 @@ SUITE OPTIONS
   --threads 1,4         thread counts (default 1 and the number of CPUs)
   --workloads a,b       workloads (default all)
   --allocs a,b          allocators (default hakmem,system,mimalloc,jemalloc,sol)
-  --isolate             time each round in a fresh child process
+  --isolate             time each round in a fresh child process (needed for the
+                        hakmem-nopurge and hakmem-pt variants, which set hakmem's environment)
   --no-rss              skip the per-cell child processes that measure memory
+  --memory, --no-memory also run the memory workloads (default: with --full only)
   --json FILE           write every figure to FILE
 ";
+
+fn write_json(path: &Option<PathBuf>, res: &Results) -> Result<(), String> {
+    if let Some(path) = path {
+        let text = serde_json::to_string_pretty(res).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn parse_allocs(s: &str) -> Result<Vec<AllocKind>, String> {
+    parse_list(s, AllocKind::parse)
+}
 
 fn parse_list<T>(s: &str, f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
     s.split(',').filter(|x| !x.is_empty()).map(|x| f(x).ok_or_else(|| format!("unknown name `{x}`"))).collect()
@@ -58,14 +86,25 @@ fn main() -> ExitCode {
     let result = match first.as_deref() {
         Some("run") => cmd_run(rest()),
         Some("fastpath") => cmd_fastpath(rest()),
+        Some("memrun") => cmd_memrun(rest()),
+        Some("--preload" | "preload") => cmd_preload(rest()),
+        Some("memory") => cmd_memory(rest()),
+        Some("purge-cost") => cmd_purge_cost(rest()),
         Some("report") => cmd_report(rest()),
         Some("list") => {
             for w in Workload::ALL {
                 println!("{:<15} {}", w.name(), w.describe());
             }
+            println!("\nmemory workloads (hakmem-bench memory):");
+            for w in MemWorkload::ALL {
+                println!("{:<17} {}", w.name(), w.describe());
+            }
             println!();
             for k in AllocKind::ALL {
                 println!("{}", k.name());
+            }
+            for k in [AllocKind::HakmemNoPurge, AllocKind::HakmemPurgeThread] {
+                println!("{} (child processes only: {:?})", k.name(), k.env());
             }
             Ok(())
         }
@@ -93,14 +132,17 @@ fn cmd_suite(mut a: Args) -> Result<(), String> {
     let mut isolate = false;
     let mut rss = true;
     let mut json: Option<PathBuf> = None;
+    let mut with_memory = None;
     while let Some(flag) = a.0.next() {
         match flag.as_str() {
             "--quick" => opts = Options::preset(Scale::Quick),
             "--full" => opts = Options::preset(Scale::Full),
+            "--memory" => with_memory = Some(true),
+            "--no-memory" => with_memory = Some(false),
             "--rounds" => rounds = Some(a.number("--rounds")?),
             "--threads" => threads = Some(parse_list(&a.value("--threads")?, |s| s.parse().ok().filter(|&n| n > 0))?),
             "--workloads" | "--workload" => workloads = Some(parse_list(&a.value("--workloads")?, Workload::parse)?),
-            "--allocs" | "--alloc" => allocs = Some(parse_list(&a.value("--allocs")?, AllocKind::parse)?),
+            "--allocs" | "--alloc" => allocs = Some(parse_allocs(&a.value("--allocs")?)?),
             "--isolate" => isolate = true,
             "--no-rss" => rss = false,
             "--json" => json = Some(a.value("--json")?.into()),
@@ -124,12 +166,138 @@ fn cmd_suite(mut a: Args) -> Result<(), String> {
     if cfg!(debug_assertions) {
         eprintln!("hakmem-bench: warning: a debug build; timings mean nothing (use cargo run --release)");
     }
-    let results = suite::run_suite(&opts)?;
-    if let Some(path) = json {
-        let text = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+    let mut results = suite::run_suite(&opts)?;
+    if with_memory.unwrap_or(opts.scale == Scale::Full) {
+        println!();
+        results.memory = Some(memory::run_memory(&MemOptions::preset(opts.scale))?);
     }
+    write_json(&json, &results)
+}
+
+/// A `Results` holding no speed cells, for `memory` and `purge-cost`.
+fn empty_results(mode: &str) -> Results {
+    Results {
+        mode: mode.into(),
+        date: hakmem_bench::machine::now_utc(),
+        machine: hakmem_bench::machine::describe(),
+        rounds: 0,
+        isolate: true,
+        elapsed_s: 0.0,
+        baseline_rss_kib: None,
+        cells: Vec::new(),
+        memory: None,
+        preload: None,
+    }
+}
+
+fn cmd_preload(mut a: Args) -> Result<(), String> {
+    let mut runs = 3;
+    let mut lib = None;
+    let mut names = Vec::new();
+    let mut json = None;
+    let mut quick = true;
+    while let Some(flag) = a.0.next() {
+        match flag.as_str() {
+            "--runs" | "--rounds" => runs = a.number("--runs")?.max(1),
+            "--lib" => lib = Some(PathBuf::from(a.value("--lib")?)),
+            "--allocs" | "--alloc" => names = a.value("--allocs")?.split(',').map(String::from).collect(),
+            "--full" => quick = false,
+            "--quick" => quick = true,
+            "--json" => json = Some(a.value("--json")?.into()),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    let start = std::time::Instant::now();
+    let (libs, skipped) = hakmem_bench::preload::libraries(lib, &names)?;
+    let pre = hakmem_bench::preload::run_preload(&libs, skipped, runs, quick)?;
+    let mut res = empty_results("preload");
+    res.elapsed_s = start.elapsed().as_secs_f64();
+    eprintln!("preload run took {:.1} s", res.elapsed_s);
+    res.preload = Some(pre);
+    res.machine.loadavg.push(hakmem_bench::machine::loadavg());
+    write_json(&json, &res)
+}
+
+fn cmd_memory(mut a: Args) -> Result<(), String> {
+    let mut opts = MemOptions::preset(Scale::Quick);
+    let mut json = None;
+    while let Some(flag) = a.0.next() {
+        match flag.as_str() {
+            "--reps" => opts.reps = a.number("--reps")?.max(1),
+            "--workloads" | "--workload" => opts.workloads = parse_list(&a.value("--workloads")?, MemWorkload::parse)?,
+            "--allocs" | "--alloc" => opts.allocs = parse_allocs(&a.value("--allocs")?)?,
+            "--scale" => {
+                let v = a.value("--scale")?;
+                opts.scale = Scale::parse(&v).ok_or(format!("unknown scale `{v}`"))?;
+            }
+            "--json" => json = Some(a.value("--json")?.into()),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    let mut res = empty_results("memory");
+    let mem = memory::run_memory(&opts)?;
+    res.elapsed_s = mem.elapsed_s;
+    res.memory = Some(mem);
+    res.machine.loadavg.push(hakmem_bench::machine::loadavg());
+    write_json(&json, &res)
+}
+
+fn cmd_purge_cost(mut a: Args) -> Result<(), String> {
+    let mut opts = Options::preset(Scale::Quick);
+    let mut json = None;
+    while let Some(flag) = a.0.next() {
+        match flag.as_str() {
+            "--rounds" => opts.rounds = a.number("--rounds")?.max(1),
+            "--threads" => {
+                opts.threads = parse_list(&a.value("--threads")?, |s| s.parse().ok().filter(|&n| n > 0))?;
+            }
+            "--workloads" | "--workload" => opts.workloads = parse_list(&a.value("--workloads")?, Workload::parse)?,
+            "--scale" => {
+                let v = a.value("--scale")?;
+                opts.scale = Scale::parse(&v).ok_or(format!("unknown scale `{v}`"))?;
+            }
+            "--json" => json = Some(a.value("--json")?.into()),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    let start = std::time::Instant::now();
+    let pc = memory::purge_cost(&opts)?;
+    let mut res = empty_results("purge-cost");
+    res.elapsed_s = start.elapsed().as_secs_f64();
+    res.rounds = opts.rounds;
+    res.memory =
+        Some(memory::MemoryResults { reps: 0, elapsed_s: res.elapsed_s, cells: Vec::new(), purge_cost: Some(pc) });
+    res.machine.loadavg.push(hakmem_bench::machine::loadavg());
+    write_json(&json, &res)
+}
+
+fn cmd_memrun(mut a: Args) -> Result<(), String> {
+    let mut alloc = None;
+    let mut workload = None;
+    let mut scale = Scale::Quick;
+    while let Some(flag) = a.0.next() {
+        match flag.as_str() {
+            "--alloc" => {
+                let v = a.value("--alloc")?;
+                alloc = Some(AllocKind::parse(&v).ok_or(format!("unknown allocator `{v}`"))?);
+            }
+            "--workload" => {
+                let v = a.value("--workload")?;
+                workload = Some(MemWorkload::parse(&v).ok_or(format!("unknown memory workload `{v}`"))?);
+            }
+            "--scale" => {
+                let v = a.value("--scale")?;
+                scale = Scale::parse(&v).ok_or(format!("unknown scale `{v}`"))?;
+            }
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    let alloc = alloc.ok_or("memrun needs --alloc")?;
+    if alloc == AllocKind::Sol {
+        return Err("sol cannot run the memory workloads (cross-thread frees, sizes above 64 KiB)".into());
+    }
+    let run = memory::child(alloc, workload.ok_or("memrun needs --workload")?, scale)?;
+    println!("{}", serde_json::to_string(&run).map_err(|e| e.to_string())?);
     Ok(())
 }
 
@@ -170,7 +338,7 @@ fn cmd_run(mut a: Args) -> Result<(), String> {
             workload.map_or("", |w| w.name())
         ));
     }
-    let rep = suite::child_main(alloc, workload, threads, scale, rounds);
+    let rep = suite::child_main(alloc, workload, threads, scale, rounds)?;
     println!("{}", serde_json::to_string(&rep).map_err(|e| e.to_string())?);
     Ok(())
 }
@@ -221,7 +389,7 @@ fn cmd_fastpath(mut a: Args) -> Result<(), String> {
 }
 
 fn cmd_report(mut a: Args) -> Result<(), String> {
-    let input = a.value("report")?;
+    let mut inputs = vec![a.value("report")?];
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut out = manifest.parent().unwrap_or(manifest).join("docs/BENCHMARKS.md");
     let mut callgrind = Vec::new();
@@ -238,11 +406,20 @@ fn cmd_report(mut a: Args) -> Result<(), String> {
                 let f = a.value("--notes")?;
                 notes = Some(std::fs::read_to_string(&f).map_err(|e| format!("{f}: {e}"))?);
             }
+            other if !other.starts_with("--") => inputs.push(other.to_string()),
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    let text = std::fs::read_to_string(&input).map_err(|e| format!("{input}: {e}"))?;
-    let res: suite::Results = serde_json::from_str(&text).map_err(|e| format!("{input}: {e}"))?;
+    let mut res: Option<Results> = None;
+    for input in &inputs {
+        let text = std::fs::read_to_string(input).map_err(|e| format!("{input}: {e}"))?;
+        let r: Results = serde_json::from_str(&text).map_err(|e| format!("{input}: {e}"))?;
+        match &mut res {
+            None => res = Some(r),
+            Some(main) => main.merge(r),
+        }
+    }
+    let res = res.ok_or("report needs a JSON file")?;
     let written = report::write_report(&res, &out, &callgrind, notes.as_deref())
         .map_err(|e| format!("{}: {e}", out.display()))?;
     for f in written {

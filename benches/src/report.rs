@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::allocs::AllocKind;
+use crate::memory::{MemCell, MemRun, targets as mem_targets};
 use crate::suite::{AllocResult, Cell, Results, mib, si};
 use crate::workloads::Workload;
 
@@ -42,6 +43,83 @@ fn color(k: AllocKind) -> &'static str {
         AllocKind::Mimalloc => "#1f77b4",
         AllocKind::Jemalloc => "#2ca02c",
         AllocKind::Sol => "#bcbd22",
+        AllocKind::HakmemNoPurge => "#ff7f0e",
+        AllocKind::HakmemPurgeThread => "#9467bd",
+    }
+}
+
+/// A chart's opening tag, white background and title.
+fn svg_open(s: &mut String, width: f64, height: f64, left: f64, title: &str) {
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<rect width="{width}" height="{height}" fill="white"/><text x="{left}" y="22" font-size="15" font-weight="bold">{title}</text>"#
+    );
+}
+
+/// The plot area of a chart, and its value-to-y mapping.
+struct Plot {
+    left: f64,
+    top: f64,
+    w: f64,
+    h: f64,
+    top_val: f64,
+    step: f64,
+}
+
+impl Plot {
+    /// A plot area whose y axis reaches `max` in round steps.
+    fn new(width: f64, height: f64, (left, right, top, bottom): (f64, f64, f64, f64), max: f64) -> Plot {
+        let step = nice_step(max);
+        let top_val = (max / step).ceil().max(1.0) * step;
+        Plot { left, top, w: width - left - right, h: height - top - bottom, top_val, step }
+    }
+    fn y(&self, v: f64) -> f64 {
+        self.top + self.h * (1.0 - v / self.top_val)
+    }
+    /// Horizontal grid lines with their labels.
+    fn y_grid(&self, s: &mut String, label: impl Fn(f64) -> String) {
+        let mut v = 0.0;
+        while v <= self.top_val + self.step / 2.0 {
+            let yy = self.y(v);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+                self.left,
+                self.left + self.w,
+                self.left - 6.0,
+                yy + 4.0,
+                label(v)
+            );
+            v += self.step;
+        }
+    }
+    /// The two axis lines.
+    fn axes(&self, s: &mut String) {
+        let (l, t, b) = (self.left, self.top, self.top + self.h);
+        let _ = writeln!(
+            s,
+            r#"<line x1="{l}" x2="{l}" y1="{t}" y2="{b}" stroke="black"/><line x1="{l}" x2="{}" y1="{b}" y2="{b}" stroke="black"/>"#,
+            l + self.w
+        );
+    }
+    /// A legend to the right of the plot.
+    fn legend(&self, s: &mut String, kinds: &[AllocKind]) {
+        for (i, k) in kinds.iter().enumerate() {
+            let ly = self.top + 10.0 + i as f64 * 20.0;
+            let lx = self.left + self.w + 20.0;
+            let _ = writeln!(
+                s,
+                r#"<rect x="{lx}" y="{:.1}" width="12" height="12" fill="{}"/><text x="{}" y="{ly:.1}">{}</text>"#,
+                ly - 10.0,
+                color(*k),
+                lx + 18.0,
+                k.name()
+            );
+        }
     }
 }
 
@@ -69,41 +147,17 @@ fn nice_step(max: f64) -> f64 {
 /// allocator (the median), a whisker from min to max.
 pub fn svg_chart(w: Workload, cells: &[&Cell]) -> String {
     let (width, height) = (760.0, 380.0);
-    let (left, right, top, bottom) = (70.0, 150.0, 40.0, 50.0);
-    let plot_w = width - left - right;
-    let plot_h = height - top - bottom;
     // The axis reaches the highest whisker, or 1.5x the highest median when
     // an outlier round would flatten every bar; whiskers past it are clipped
     // (and marked with an arrowhead).
     let max_max = cells.iter().flat_map(|c| c.results.iter().map(|r| r.max)).fold(0.0, f64::max);
     let max_median = cells.iter().flat_map(|c| c.results.iter().map(|r| r.median)).fold(0.0, f64::max);
-    let max = max_max.min(1.5 * max_median);
-    let step = nice_step(max);
-    let top_val = (max / step).ceil().max(1.0) * step;
-    let y = |v: f64| top + plot_h * (1.0 - v / top_val);
+    let p = Plot::new(width, height, (70.0, 150.0, 40.0, 50.0), max_max.min(1.5 * max_median));
+    let (left, top, plot_w, plot_h, top_val) = (p.left, p.top, p.w, p.h, p.top_val);
+    let y = |v: f64| p.y(v);
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<rect width="{width}" height="{height}" fill="white"/><text x="{left}" y="22" font-size="15" font-weight="bold">{} — allocator calls per second (median, min–max)</text>"#,
-        w.name()
-    );
-    let mut v = 0.0;
-    while v <= top_val + step / 2.0 {
-        let yy = y(v);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{left}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
-            left + plot_w,
-            left - 6.0,
-            yy + 4.0,
-            si(v)
-        );
-        v += step;
-    }
+    svg_open(&mut s, width, height, left, &format!("{} — allocator calls per second (median, min–max)", w.name()));
+    p.y_grid(&mut s, si);
     let groups = cells.len().max(1) as f64;
     let group_w = plot_w / groups;
     for (gi, c) in cells.iter().enumerate() {
@@ -157,14 +211,7 @@ pub fn svg_chart(w: Workload, cells: &[&Cell]) -> String {
             if c.threads == 1 { "" } else { "s" }
         );
     }
-    let _ = writeln!(
-        s,
-        r#"<line x1="{left}" x2="{left}" y1="{top}" y2="{}" stroke="black"/><line x1="{left}" x2="{}" y1="{}" y2="{}" stroke="black"/>"#,
-        top + plot_h,
-        left + plot_w,
-        top + plot_h,
-        top + plot_h
-    );
+    p.axes(&mut s);
     let mut seen: Vec<AllocKind> = Vec::new();
     for c in cells {
         for r in &c.results {
@@ -173,19 +220,62 @@ pub fn svg_chart(w: Workload, cells: &[&Cell]) -> String {
             }
         }
     }
-    for (i, k) in seen.iter().enumerate() {
-        let ly = top + 10.0 + i as f64 * 20.0;
-        let lx = left + plot_w + 20.0;
+    p.legend(&mut s, &seen);
+    s.push_str("</svg>\n");
+    s
+}
+
+/// An SVG line chart of one memory workload: resident memory over time of
+/// each allocator's first run, a dot where its last free returned.
+pub fn svg_rss_chart(c: &MemCell) -> String {
+    let (width, height) = (760.0, 380.0);
+    let firsts: Vec<&MemRun> = c.summary.iter().filter_map(|s| c.runs.iter().find(|r| r.alloc == s.alloc)).collect();
+    let max_kib = firsts.iter().flat_map(|r| r.samples.iter().map(|x| x.1)).fold(0, u64::max) as f64;
+    let max_t = firsts.iter().flat_map(|r| r.samples.iter().map(|x| x.0)).fold(0.0, f64::max).max(1.0);
+    let p = Plot::new(width, height, (70.0, 150.0, 40.0, 50.0), max_kib / 1024.0);
+    let mut s = String::new();
+    svg_open(&mut s, width, height, p.left, &format!("{} — resident memory (MiB) over time (s)", c.workload.name()));
+    p.y_grid(&mut s, |v| format!("{v:.0}"));
+    let x = |t: f64| p.left + p.w * t / max_t;
+    let tstep = nice_step(max_t / 1000.0);
+    let mut t = 0.0;
+    while t * 1000.0 <= max_t {
         let _ = writeln!(
             s,
-            r#"<rect x="{lx}" y="{:.1}" width="12" height="12" fill="{}"/><text x="{}" y="{:.1}">{}</text>"#,
-            ly - 10.0,
-            color(*k),
-            lx + 18.0,
-            ly,
-            k.name()
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            x(t * 1000.0),
+            p.top + p.h + 18.0,
+            if tstep < 1.0 { format!("{t:.1}") } else { format!("{t:.0}") }
         );
+        t += tstep;
     }
+    for r in &firsts {
+        let mut pts = String::new();
+        for &(t, kib) in &r.samples {
+            let _ = write!(pts, "{:.1},{:.1} ", x(t), p.y(kib as f64 / 1024.0));
+        }
+        let _ = writeln!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="1.5"><title>{}</title></polyline>"#,
+            pts.trim_end(),
+            color(r.alloc),
+            r.alloc.name()
+        );
+        if let Some(m) = r.mark("freed") {
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{}"><title>{}: last free returned at {:.0} ms, RSS {}</title></circle>"#,
+                x(m.t_ms),
+                p.y(m.rss_kib as f64 / 1024.0),
+                color(r.alloc),
+                r.alloc.name(),
+                m.t_ms,
+                mib(m.rss_kib)
+            );
+        }
+    }
+    p.axes(&mut s);
+    p.legend(&mut s, &firsts.iter().map(|r| r.alloc).collect::<Vec<_>>());
     s.push_str("</svg>\n");
     s
 }
@@ -272,7 +362,11 @@ pub fn write_report(
     let _ = writeln!(
         md,
         "Generated by `hakmem-bench report` from a `{}` run on {} ({} timed rounds per cell, {}; the run took {:.0} s). \
-         Regenerate with:\n\n```sh\ncargo run --release -p hakmem-bench -- --{} --json target/bench.json\nbenches/callgrind.sh > target/callgrind.txt\ncargo run --release -p hakmem-bench -- report target/bench.json --callgrind target/callgrind.txt\n```\n",
+         Regenerate with:\n\n```sh\ncargo run --release -p hakmem-bench -- --{} --json target/bench.json   # --full includes the memory workloads\n\
+         cargo run --release -p hakmem-bench -- purge-cost --json target/pc.json\n\
+         cargo build --release -p hakmem-cabi && cargo run --release -p hakmem-bench -- --preload --json target/pre.json\n\
+         benches/callgrind.sh > target/callgrind.txt\n\
+         cargo run --release -p hakmem-bench -- report target/bench.json target/pc.json target/pre.json --callgrind target/callgrind.txt\n```\n",
         res.mode,
         res.date,
         res.rounds,
@@ -367,7 +461,190 @@ pub fn write_report(
             }
         }
     }
+    let paths: Vec<(&Cell, &crate::suite::Paths)> = res
+        .cells
+        .iter()
+        .filter_map(|c| {
+            c.results.iter().find(|r| r.alloc == AllocKind::Hakmem).and_then(|r| r.paths.as_ref()).map(|p| (c, p))
+        })
+        .collect();
+    if !paths.is_empty() {
+        md.push_str("\n## hakmem's fast and slow paths\n\n");
+        md.push_str(
+            "From `hakmem::stats()` in the memory child of each cell (one round, a fresh process, counter sampling off: \
+             `HAKMEM_TINY_COUNT_SAMPLE=0`, `HAKMEM_POOL_COUNT_SAMPLE=0`, so the counts are exact). Fast = served by the \
+             thread's bins; slow = a refill (alloc) or a return to the span (free); remote = freed by a thread that did \
+             not own the block, counted when the owner drained it.\n\n\
+             | workload | t | Tiny allocs | fast | Tiny frees | fast | slow | remote | Mid allocs | fast | Mid frees | fast | slow | remote | Large | flushes |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        let pct =
+            |a: u64, b: u64| if b == 0 { "-".to_string() } else { format!("{:.1}%", 100.0 * a as f64 / b as f64) };
+        for (c, p) in paths {
+            let _ = write!(md, "| {} | {} ", c.workload.name(), c.threads);
+            for t in [&p.tiny, &p.mid] {
+                let _ = write!(
+                    md,
+                    "| {} | {} | {} | {} | {} | {} ",
+                    t.allocs(),
+                    pct(t.fast_alloc, t.allocs()),
+                    t.frees(),
+                    pct(t.fast_free, t.frees()),
+                    pct(t.slow_free, t.frees()),
+                    pct(t.remote_free, t.frees())
+                );
+            }
+            let _ = writeln!(md, "| {} | {} |", p.large_allocs, p.flushes);
+        }
+    }
+    if let Some(m) = &res.memory {
+        md.push_str(&memory_section(m, &chart_dir, &mut written)?);
+    }
+    if let Some(p) = &res.preload {
+        md.push_str("\n## Programs under LD_PRELOAD\n\n");
+        let _ = writeln!(
+            md,
+            "From `hakmem-bench --preload`: each program run {} times per allocator after a warm-up run, allocators in \
+             rotating order; medians. Peak RSS is `ru_maxrss` from `wait4`. A probe checked that `malloc` resolves to \
+             each library, and every hakmem warm-up run printed its `HAKMEM_STATS` line. Ratio = allocator ÷ hakmem \
+             (above 1: slower, or more memory). The harness's own RSS, a floor under every figure: {}.{}\n",
+            p.runs,
+            mib(p.floor_kib),
+            if p.skipped.is_empty() { String::new() } else { format!(" Skipped: {}.", p.skipped.join("; ")) }
+        );
+        for c in &p.cells {
+            let _ = writeln!(md, "\n### {}\n\n{}\n", c.workload, c.what);
+            md.push_str("| allocator | wall s | min | max | ratio | CPU s | peak RSS | ratio |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+            let h = c.figures.iter().find(|f| f.alloc == "hakmem");
+            for f in &c.figures {
+                let r = |x: f64, y: Option<f64>| y.filter(|&y| y > 0.0).map_or("-".into(), |y| format!("{:.2}", x / y));
+                let _ = writeln!(
+                    md,
+                    "| {} | {:.3} | {:.3} | {:.3} | {} | {:.3} | {} | {} |",
+                    f.alloc,
+                    f.wall_s,
+                    f.wall_min_s,
+                    f.wall_max_s,
+                    r(f.wall_s, h.map(|h| h.wall_s)),
+                    f.cpu_s,
+                    mib(f.maxrss_kib),
+                    r(f.maxrss_kib as f64, h.map(|h| h.maxrss_kib as f64))
+                );
+            }
+        }
+    }
     std::fs::write(out, md)?;
     written.push(out.to_path_buf());
     Ok(written)
+}
+
+/// The memory workloads and purge-cost sections, with one RSS chart per workload.
+fn memory_section(
+    m: &crate::memory::MemoryResults,
+    chart_dir: &Path,
+    written: &mut Vec<PathBuf>,
+) -> std::io::Result<String> {
+    let mut md = String::new();
+    if !m.cells.is_empty() {
+        md.push_str("\n## Memory over time\n\n");
+        let _ = writeln!(
+            md,
+            "From `hakmem-bench memory` ({:.0} s): each (workload, allocator) ran {} time(s), each in a fresh process, \
+             sampling `/proc/self/statm` every 10 ms (every 1 ms for 200 ms after the last free). **baseline** is RSS \
+             after one warm-up allocation per tier, before the workload; **peak** is `VmHWM`; **final** is RSS at the \
+             end of the idle time (no allocator call in it); **back** is how long after the last free RSS first came \
+             within 10% of the baseline. Medians over the runs; the charts show each allocator's first run (a dot \
+             where the last free returned). Ratios are peer ÷ hakmem (above 1: the peer holds more). All figures \
+             include the harness's own share (the same in every process).\n",
+            m.elapsed_s, m.reps
+        );
+        md.push_str("| workload | target | status | figures |\n|---|---|---|---|\n");
+        for c in &m.cells {
+            for t in mem_targets(c) {
+                let _ = writeln!(md, "| {} | {} | {} | {} |", c.workload.name(), t.target, t.status(), t.detail);
+            }
+        }
+        for c in &m.cells {
+            let file = chart_dir.join(format!("mem-{}.svg", c.workload.name()));
+            std::fs::write(&file, svg_rss_chart(c))?;
+            written.push(file);
+            let _ = writeln!(
+                md,
+                "\n### {}\n\n{}\n\n![{}](benchmarks/mem-{}.svg)\n",
+                c.workload.name(),
+                c.workload.describe(),
+                c.workload.name(),
+                c.workload.name()
+            );
+            md.push_str("| allocator | baseline | peak | final | back | peak ratio | final ratio |\n|---|---:|---:|---:|---:|---:|---:|\n");
+            let h = c.summary.iter().find(|s| s.alloc == AllocKind::Hakmem);
+            for s in &c.summary {
+                let r = |x: u64, y: Option<u64>| {
+                    y.filter(|&y| y > 0).map_or("-".into(), |y| format!("{:.2}", x as f64 / y as f64))
+                };
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    s.alloc.name(),
+                    mib(s.baseline_kib),
+                    mib(s.peak_kib),
+                    mib(s.final_kib),
+                    s.back_ms.map_or("never".into(), |b| format!("{b:.0} ms")),
+                    r(s.peak_kib, h.map(|h| h.peak_kib)),
+                    r(s.final_kib, h.map(|h| h.final_kib)),
+                );
+            }
+            if let Some(r) = c.runs.iter().find(|r| r.alloc == AllocKind::Hakmem) {
+                md.push_str("\nhakmem's own account at each mark of its first run (`hakmem::stats()`):\n\n");
+                for mk in &r.marks {
+                    if let Some(hs) = &mk.hakmem {
+                        let _ = writeln!(
+                            md,
+                            "- `{}` at {:.0} ms, RSS {}: {}",
+                            mk.name,
+                            mk.t_ms,
+                            mib(mk.rss_kib),
+                            hs.line()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if let Some(pc) = &m.purge_cost {
+        md.push_str("\n## What purging costs\n\n");
+        let _ = writeln!(
+            md,
+            "From `hakmem-bench purge-cost`: hakmem with its default purging against `hakmem-nopurge` ({}), each round \
+             a fresh child per configuration running a warm-up round and then the timed one, {} rounds per cell, \
+             median ops/s. Ratio = nopurge ÷ default (above 1: purging costs that much). Target: at most 3% \
+             (geometric mean): **{}**, {:+.1}%.\n",
+            crate::allocs::AllocKind::HakmemNoPurge
+                .env()
+                .iter()
+                .map(|(k, v)| format!("`{k}={v}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            pc.rounds,
+            if pc.met() { "met" } else { "missed" },
+            (pc.geomean - 1.0) * 100.0
+        );
+        for f in &pc.failures {
+            let _ = writeln!(md, "**Failed** (cell left out): {f}\n");
+        }
+        md.push_str("| workload | t | default ops/s | nopurge ops/s | ratio | purged per round |\n|---|---:|---:|---:|---:|---:|\n");
+        for c in &pc.cells {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {:.3} | {} |",
+                c.workload.name(),
+                c.threads,
+                si(c.default_median),
+                si(c.nopurge_median),
+                c.ratio(),
+                mib(c.purged_bytes / 1024)
+            );
+        }
+    }
+    Ok(md)
 }

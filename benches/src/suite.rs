@@ -68,6 +68,38 @@ pub struct Results {
     pub baseline_rss_kib: Option<MemFigures>,
     /// One per (workload, threads).
     pub cells: Vec<Cell>,
+    /// The memory workloads (`memory`, or the suite with `--memory`).
+    #[serde(default)]
+    pub memory: Option<crate::memory::MemoryResults>,
+    /// The `--preload` programs.
+    #[serde(default)]
+    pub preload: Option<crate::preload::PreloadResults>,
+}
+
+impl Results {
+    /// Take `other`'s memory workloads and purge-cost figures where they are
+    /// newer than this record's (a `memory` or `purge-cost` run merged into a
+    /// suite run for one report).
+    pub fn merge(&mut self, other: Results) {
+        if other.preload.is_some() {
+            self.preload = other.preload;
+        }
+        let Some(om) = other.memory else { return };
+        let m = self.memory.get_or_insert_with(|| crate::memory::MemoryResults {
+            reps: 0,
+            elapsed_s: 0.0,
+            cells: Vec::new(),
+            purge_cost: None,
+        });
+        if !om.cells.is_empty() {
+            m.cells = om.cells;
+            m.reps = om.reps;
+            m.elapsed_s = om.elapsed_s;
+        }
+        if om.purge_cost.is_some() {
+            m.purge_cost = om.purge_cost;
+        }
+    }
 }
 
 /// Peak and final resident memory of one child, KiB.
@@ -109,6 +141,131 @@ pub struct AllocResult {
     pub ratio_to_hakmem: Option<f64>,
     /// Resident memory in a fresh child running one round.
     pub mem: Option<MemFigures>,
+    /// hakmem's path counters in that child (exact: sampling off there).
+    #[serde(default)]
+    pub paths: Option<Paths>,
+}
+
+/// Operation counts of one tier, from hakmem's counters.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct TierPaths {
+    /// Allocations served by a thread's bins.
+    pub fast_alloc: u64,
+    /// Allocations that took the slow path (a refill).
+    pub slow_alloc: u64,
+    /// Frees absorbed by a thread's bins.
+    pub fast_free: u64,
+    /// Local frees that went back to their span.
+    pub slow_free: u64,
+    /// Frees by a thread that did not own the block (once drained).
+    pub remote_free: u64,
+}
+
+impl TierPaths {
+    fn from_stats(c: hakmem_core::ClassStats) -> TierPaths {
+        TierPaths {
+            fast_alloc: c.fast_alloc,
+            slow_alloc: c.slow_alloc,
+            fast_free: c.fast_free,
+            slow_free: c.slow_free,
+            remote_free: c.remote_free,
+        }
+    }
+    fn minus(self, o: TierPaths) -> TierPaths {
+        TierPaths {
+            fast_alloc: self.fast_alloc.saturating_sub(o.fast_alloc),
+            slow_alloc: self.slow_alloc.saturating_sub(o.slow_alloc),
+            fast_free: self.fast_free.saturating_sub(o.fast_free),
+            slow_free: self.slow_free.saturating_sub(o.slow_free),
+            remote_free: self.remote_free.saturating_sub(o.remote_free),
+        }
+    }
+    /// Allocations.
+    pub fn allocs(&self) -> u64 {
+        self.fast_alloc + self.slow_alloc
+    }
+    /// Frees (remote ones once drained).
+    pub fn frees(&self) -> u64 {
+        self.fast_free + self.slow_free + self.remote_free
+    }
+}
+
+/// hakmem's own account of a run: which paths its calls took, and what it
+/// purged. Read from `hakmem::stats()` before and after the run.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct Paths {
+    /// Fast-path counts are samples × 2^shift: exact when 0.
+    pub tiny_sample_shift: u32,
+    /// See `tiny_sample_shift`.
+    pub mid_sample_shift: u32,
+    /// Tiny classes.
+    pub tiny: TierPaths,
+    /// Mid classes.
+    pub mid: TierPaths,
+    /// Large allocations.
+    pub large_allocs: u64,
+    /// Threshold flushes of magazines and LIFOs.
+    pub flushes: u64,
+    /// Bytes purged.
+    pub bytes_purged: u64,
+}
+
+impl Paths {
+    /// The counters now (cumulative since the process started).
+    pub fn now() -> Paths {
+        let s = hakmem::stats();
+        Paths {
+            tiny_sample_shift: s.tiny_sample_shift,
+            mid_sample_shift: s.mid_sample_shift,
+            tiny: TierPaths::from_stats(s.tiny()),
+            mid: TierPaths::from_stats(s.mid()),
+            large_allocs: s.large_allocs,
+            flushes: s.flushes,
+            bytes_purged: s.bytes_purged,
+        }
+    }
+    /// What happened between `before` and `self`.
+    pub fn since(self, before: Paths) -> Paths {
+        Paths {
+            tiny: self.tiny.minus(before.tiny),
+            mid: self.mid.minus(before.mid),
+            large_allocs: self.large_allocs - before.large_allocs,
+            flushes: self.flushes - before.flushes,
+            bytes_purged: self.bytes_purged - before.bytes_purged,
+            ..self
+        }
+    }
+    /// One line: fast share of allocations and frees per tier, remote share.
+    pub fn line(&self) -> String {
+        let pct =
+            |a: u64, b: u64| if b == 0 { "-".to_string() } else { format!("{:.1}%", 100.0 * a as f64 / b as f64) };
+        let tier = |name: &str, t: &TierPaths| {
+            if t.allocs() + t.frees() == 0 {
+                return format!("{name} none");
+            }
+            format!(
+                "{name} alloc {} fast ({} slow), free {} fast, {} slow, {} remote",
+                pct(t.fast_alloc, t.allocs()),
+                t.slow_alloc,
+                pct(t.fast_free, t.frees()),
+                pct(t.slow_free, t.frees()),
+                pct(t.remote_free, t.frees()),
+            )
+        };
+        let exact = if self.tiny_sample_shift == 0 && self.mid_sample_shift == 0 {
+            "exact".to_string()
+        } else {
+            format!("fast counts sampled 1/2^{}, 1/2^{}", self.tiny_sample_shift, self.mid_sample_shift)
+        };
+        format!(
+            "{}; {}; large {}; {} flushes; purged {} ({exact})",
+            tier("tiny", &self.tiny),
+            tier("mid", &self.mid),
+            self.large_allocs,
+            self.flushes,
+            mib(self.bytes_purged / 1024)
+        )
+    }
 }
 
 /// The median of a non-empty slice.
@@ -148,6 +305,9 @@ pub struct ChildReport {
     pub secs: Vec<f64>,
     /// Peak and final resident memory.
     pub mem: MemFigures,
+    /// hakmem's counters over the rounds (hakmem only).
+    #[serde(default)]
+    pub paths: Option<Paths>,
 }
 
 /// `VmHWM` and `VmRSS` of this process, KiB.
@@ -165,9 +325,18 @@ pub fn own_rss() -> MemFigures {
 }
 
 /// The child side: run `rounds` rounds (none for `w == None`) and report.
-pub fn child_main(k: AllocKind, w: Option<Workload>, threads: usize, scale: Scale, rounds: usize) -> ChildReport {
+/// Memory is read after the last round; hakmem's counters span all rounds.
+pub fn child_main(
+    k: AllocKind,
+    w: Option<Workload>,
+    threads: usize,
+    scale: Scale,
+    rounds: usize,
+) -> Result<ChildReport, String> {
+    k.check_config()?;
     let mut ops = 0;
     let mut secs = Vec::new();
+    let before = k.is_hakmem().then(Paths::now);
     if let Some(w) = w {
         for _ in 0..rounds {
             let (o, s) = run_once(k, w, threads, scale);
@@ -175,39 +344,68 @@ pub fn child_main(k: AllocKind, w: Option<Workload>, threads: usize, scale: Scal
             secs.push(s);
         }
     }
-    ChildReport { ops, secs, mem: own_rss() }
+    let mem = own_rss();
+    // Remote frees are counted when drained: drain what exited threads left.
+    let paths = before.map(|b| {
+        // `collect` purges everything: take the purge figure before it.
+        let purged = hakmem::stats().bytes_purged;
+        hakmem::collect();
+        Paths { bytes_purged: purged, ..Paths::now() }.since(b)
+    });
+    Ok(ChildReport { ops, secs, mem, paths })
 }
 
-/// The parent side: spawn `hakmem-bench run ...` and read its report.
-pub fn spawn_child(k: AllocKind, w: Option<Workload>, threads: usize, scale: Scale) -> Result<ChildReport, String> {
+/// The environment that makes hakmem's fast-path counters exact.
+pub const EXACT_COUNTS: [(&str, &str); 2] = [("HAKMEM_TINY_COUNT_SAMPLE", "0"), ("HAKMEM_POOL_COUNT_SAMPLE", "0")];
+
+/// Run `hakmem-bench ARGS` as a child with `k`'s environment (and `extra`)
+/// and parse the JSON line it prints last.
+pub fn spawn_json<T: serde::de::DeserializeOwned>(
+    k: AllocKind,
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> Result<T, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let out = Command::new(exe)
-        .args([
-            "run",
-            "--alloc",
-            k.name(),
-            "--workload",
-            w.map_or("idle", |w| w.name()),
-            "--threads",
-            &threads.to_string(),
-            "--scale",
-            scale.name(),
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("spawn: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args).stdin(Stdio::null()).stderr(Stdio::inherit());
+    for &(key, v) in k.env().iter().chain(extra) {
+        cmd.env(key, v);
+    }
+    let out = cmd.output().map_err(|e| format!("spawn: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "child `run --alloc {} --workload {}` failed: {}",
-            k.name(),
-            w.map_or("idle", |w| w.name()),
-            out.status
-        ));
+        return Err(format!("child `{}` failed: {}", args.join(" "), out.status));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or("");
     serde_json::from_str(line).map_err(|e| format!("child report {line:?}: {e}"))
+}
+
+/// The parent side: spawn `hakmem-bench run ...` and read its report.
+/// `exact` turns hakmem's counter sampling off in the child.
+pub fn spawn_child(
+    k: AllocKind,
+    w: Option<Workload>,
+    threads: usize,
+    scale: Scale,
+    rounds: usize,
+    exact: bool,
+) -> Result<ChildReport, String> {
+    let threads = threads.to_string();
+    let rounds = rounds.to_string();
+    let args = [
+        "run",
+        "--alloc",
+        k.name(),
+        "--workload",
+        w.map_or("idle", |w| w.name()),
+        "--threads",
+        &threads,
+        "--scale",
+        scale.name(),
+        "--rounds",
+        &rounds,
+    ];
+    spawn_json(k, &args, if exact && k.is_hakmem() { &EXACT_COUNTS } else { &[] })
 }
 
 /// Allocators that can run `w` at `threads`, in the order given.
@@ -220,7 +418,13 @@ pub fn run_suite(opts: &Options) -> Result<Results, String> {
     let start = Instant::now();
     let mut machine = crate::machine::describe();
     let date = crate::machine::now_utc();
-    let baseline = if opts.rss { Some(spawn_child(AllocKind::Hakmem, None, 1, opts.scale)?.mem) } else { None };
+    if !opts.isolate
+        && let Some(k) = opts.allocs.iter().find(|k| !k.env().is_empty())
+    {
+        return Err(format!("{} runs in child processes only: add --isolate", k.name()));
+    }
+    let baseline =
+        if opts.rss { Some(spawn_child(AllocKind::Hakmem, None, 1, opts.scale, 1, false)?.mem) } else { None };
     print_header(opts, baseline);
     let mut cells = Vec::new();
     for &w in &opts.workloads {
@@ -240,6 +444,8 @@ pub fn run_suite(opts: &Options) -> Result<Results, String> {
         elapsed_s: start.elapsed().as_secs_f64(),
         baseline_rss_kib: baseline,
         cells,
+        memory: None,
+        preload: None,
     };
     print_summary(&results);
     Ok(results)
@@ -263,7 +469,7 @@ fn run_cell(opts: &Options, w: Workload, threads: usize) -> Result<Cell, String>
             let i = (r + j) % n;
             let k = allocs[i];
             let (ops, secs) = if opts.isolate {
-                let rep = spawn_child(k, Some(w), threads, opts.scale)?;
+                let rep = spawn_child(k, Some(w), threads, opts.scale, 1, false)?;
                 (rep.ops, rep.secs[0])
             } else {
                 run_once(k, w, threads, opts.scale)
@@ -289,6 +495,7 @@ fn run_cell(opts: &Options, w: Workload, threads: usize) -> Result<Cell, String>
             samples: s,
             ratio_to_hakmem: None,
             mem: None,
+            paths: None,
         })
         .collect();
     if let Some(h) = results.iter().find(|r| r.alloc == AllocKind::Hakmem) {
@@ -299,7 +506,11 @@ fn run_cell(opts: &Options, w: Workload, threads: usize) -> Result<Cell, String>
     }
     if opts.rss {
         for r in &mut results {
-            r.mem = Some(spawn_child(r.alloc, Some(w), threads, opts.scale)?.mem);
+            // hakmem's child counts exactly: the counters cost a little time
+            // there, not memory, and this child is not timed.
+            let rep = spawn_child(r.alloc, Some(w), threads, opts.scale, 1, true)?;
+            r.mem = Some(rep.mem);
+            r.paths = rep.paths;
         }
     }
     Ok(Cell { workload: w, threads, ops_per_round, results })
@@ -381,6 +592,11 @@ fn print_cell(cell: &Cell) {
             r.mem.map_or("-".into(), |m| mib(m.peak_kib)),
             r.mem.map_or("-".into(), |m| mib(m.final_kib)),
         );
+    }
+    for r in &cell.results {
+        if let Some(p) = &r.paths {
+            let _ = writeln!(out, "  {} paths: {}", r.alloc.name(), p.line());
+        }
     }
 }
 

@@ -271,7 +271,7 @@ fn corrupt(ptr: *mut u8, size: usize) -> ! {
 #[derive(Clone, Copy, Debug)]
 pub struct Block {
     ptr: *mut u8,
-    size: usize,
+    pub(crate) size: usize,
 }
 
 // SAFETY: a block is plain memory; the workloads hand blocks between threads
@@ -281,7 +281,7 @@ unsafe impl Send for Block {}
 unsafe impl Sync for Block {}
 
 impl Block {
-    const EMPTY: Block = Block { ptr: core::ptr::null_mut(), size: 0 };
+    pub(crate) const EMPTY: Block = Block { ptr: core::ptr::null_mut(), size: 0 };
 }
 
 #[inline(always)]
@@ -291,7 +291,7 @@ fn tag(ptr: *mut u8, size: usize) -> u64 {
 
 /// Allocate `size` (≥ 8) bytes and stamp them.
 #[inline(always)]
-fn new_block<A: GlobalAlloc>(a: &A, size: usize) -> Block {
+pub(crate) fn new_block<A: GlobalAlloc>(a: &A, size: usize) -> Block {
     let ptr = shim_alloc(a, layout(size));
     if ptr.is_null() {
         oom(size)
@@ -309,7 +309,7 @@ fn new_block<A: GlobalAlloc>(a: &A, size: usize) -> Block {
 
 /// Check a block's stamp and free it.
 #[inline(always)]
-fn free_block<A: GlobalAlloc>(a: &A, b: Block) {
+pub(crate) fn free_block<A: GlobalAlloc>(a: &A, b: Block) {
     let t = tag(b.ptr, b.size);
     // SAFETY: a live block of `b.size` ≥ 8 bytes that we stamped.
     let ok = unsafe { b.ptr.cast::<u64>().read() == t && (b.size <= 8 || b.ptr.add(b.size - 1).read() == t as u8) };
@@ -350,7 +350,7 @@ impl Rng {
 
 /// Run `f(i)` for `i in 0..threads`: on this thread when `threads == 1`, else
 /// each on a new scoped thread. Returns the sum.
-fn per_thread<F: Fn(usize) -> u64 + Sync>(threads: usize, f: F) -> u64 {
+pub(crate) fn per_thread<F: Fn(usize) -> u64 + Sync>(threads: usize, f: F) -> u64 {
     if threads == 1 {
         return f(0);
     }
@@ -376,7 +376,7 @@ fn churn<A: GlobalAlloc>(a: &A, arr: &mut [Block], iters: usize, lo: usize, hi: 
     }
 }
 
-fn drain<A: GlobalAlloc>(a: &A, arr: &mut Vec<Block>) {
+pub(crate) fn drain<A: GlobalAlloc>(a: &A, arr: &mut Vec<Block>) {
     for b in arr.drain(..) {
         free_block(a, b);
     }
@@ -449,14 +449,14 @@ fn working_set<A: GlobalAlloc + Sync>(a: &A, threads: usize, lo: usize, hi: usiz
 
 // --- xmalloc ---------------------------------------------------------------
 
-const BATCH: usize = 64;
+pub(crate) const BATCH: usize = 64;
 const QCAP: usize = 64;
 
 #[repr(align(128))]
 struct Padded<T>(T);
 
 /// A bounded single-producer single-consumer queue of batches.
-struct Queue {
+pub(crate) struct Queue {
     slots: [UnsafeCell<[Block; BATCH]>; QCAP],
     head: Padded<AtomicUsize>,
     tail: Padded<AtomicUsize>,
@@ -468,7 +468,7 @@ struct Queue {
 unsafe impl Sync for Queue {}
 
 impl Queue {
-    fn new() -> Queue {
+    pub(crate) fn new() -> Queue {
         Queue {
             slots: core::array::from_fn(|_| UnsafeCell::new([Block::EMPTY; BATCH])),
             head: Padded(AtomicUsize::new(0)),
@@ -476,19 +476,19 @@ impl Queue {
         }
     }
     /// Producer side: room for a batch?
-    fn can_push(&self) -> bool {
+    pub(crate) fn can_push(&self) -> bool {
         let t = self.tail.0.load(Ordering::Relaxed);
         t - self.head.0.load(Ordering::Acquire) < QCAP
     }
     /// Producer side, after `can_push`.
-    fn push(&self, batch: &[Block; BATCH]) {
+    pub(crate) fn push(&self, batch: &[Block; BATCH]) {
         let t = self.tail.0.load(Ordering::Relaxed);
         // SAFETY: the consumer has released this slot (see `can_push`).
         unsafe { *self.slots[t % QCAP].get() = *batch };
         self.tail.0.store(t + 1, Ordering::Release);
     }
     /// Consumer side.
-    fn pop(&self, out: &mut [Block; BATCH]) -> bool {
+    pub(crate) fn pop(&self, out: &mut [Block; BATCH]) -> bool {
         let h = self.head.0.load(Ordering::Relaxed);
         if h == self.tail.0.load(Ordering::Acquire) {
             return false;
@@ -500,7 +500,7 @@ impl Queue {
     }
 }
 
-fn snooze(spins: &mut u32) {
+pub(crate) fn snooze(spins: &mut u32) {
     *spins += 1;
     if *spins < 64 {
         core::hint::spin_loop();
@@ -711,6 +711,21 @@ fn realloc_growth<A: GlobalAlloc + Sync>(a: &A, threads: usize, scale: Scale) ->
 const CHURN_BLOCKS: usize = 256;
 
 fn thread_churn<A: GlobalAlloc + Sync>(a: &A, threads: usize, gens: usize) -> u64 {
+    generations(a, threads, gens, CHURN_BLOCKS, 16, 2048)
+}
+
+/// `gens` generations of `threads` short-lived threads: each frees the
+/// `blocks` blocks a thread of the previous generation left, allocates
+/// `blocks` of its own (`lo..=hi` bytes), hands them on and exits; the
+/// calling thread frees the last generation's. Returns the calls made.
+pub(crate) fn generations<A: GlobalAlloc + Sync>(
+    a: &A,
+    threads: usize,
+    gens: usize,
+    blocks: usize,
+    lo: usize,
+    hi: usize,
+) -> u64 {
     let mut carry: Vec<Vec<Block>> = (0..threads).map(|_| Vec::new()).collect();
     for g in 0..gens {
         carry = thread::scope(|s| {
@@ -721,7 +736,7 @@ fn thread_churn<A: GlobalAlloc + Sync>(a: &A, threads: usize, gens: usize) -> u6
                     s.spawn(move || {
                         drain(a, &mut old);
                         let mut rng = Rng::new(0x66 ^ ((g * threads + i) as u64) << 8);
-                        fill(a, &mut old, CHURN_BLOCKS, 16, 2048, &mut rng);
+                        fill(a, &mut old, blocks, lo, hi, &mut rng);
                         old
                     })
                 })
@@ -732,7 +747,7 @@ fn thread_churn<A: GlobalAlloc + Sync>(a: &A, threads: usize, gens: usize) -> u6
     for mut arr in carry {
         drain(a, &mut arr);
     }
-    (2 * CHURN_BLOCKS * threads * gens) as u64
+    (2 * blocks * threads * gens) as u64
 }
 
 // --- large -----------------------------------------------------------------
@@ -741,7 +756,7 @@ const LARGE_MIN: usize = 64 << 10;
 const LARGE_MAX: usize = 64 << 20;
 const LARGE_SLOTS: usize = 4;
 
-fn log_uniform(rng: &mut Rng, lo: usize, hi: usize) -> usize {
+pub(crate) fn log_uniform(rng: &mut Rng, lo: usize, hi: usize) -> usize {
     let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
     let (l, h) = ((lo as f64).ln(), (hi as f64).ln());
     ((l + u * (h - l)).exp() as usize).clamp(lo, hi)
@@ -759,12 +774,7 @@ fn large<A: GlobalAlloc + Sync>(a: &A, threads: usize, iters: usize) -> u64 {
                 calls += 1;
             }
             let b = new_block(a, log_uniform(&mut rng, LARGE_MIN, LARGE_MAX));
-            let mut off = 4096;
-            while off < b.size - 1 {
-                // SAFETY: inside the block, clear of its stamps.
-                unsafe { b.ptr.add(off).write_volatile(1) };
-                off += 4096;
-            }
+            touch_pages(b);
             slots[i] = b;
             calls += 1;
         }
@@ -776,6 +786,18 @@ fn large<A: GlobalAlloc + Sync>(a: &A, threads: usize, iters: usize) -> u64 {
         }
         calls
     })
+}
+
+/// Write one byte in every 4 KiB page of `b` past its first (the stamps
+/// touch the first and last), so the whole block is resident.
+#[inline]
+pub(crate) fn touch_pages(b: Block) {
+    let mut off = 4096;
+    while off < b.size.saturating_sub(1) {
+        // SAFETY: inside the live block, clear of its stamps.
+        unsafe { b.ptr.add(off).write_volatile(1) };
+        off += 4096;
+    }
 }
 
 // --- fast path ---------------------------------------------------------------
