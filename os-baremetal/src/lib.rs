@@ -1,0 +1,442 @@
+//! hakmem for bare metal: a `#[global_allocator]` for kernels and firmware
+//! with no operating system — memory from static regions, a local heap per
+//! CPU, nothing from `std` or libc.
+//!
+//! ```ignore
+//! use hakmem_baremetal::BareMetal;
+//!
+//! #[global_allocator]
+//! static ALLOC: BareMetal = BareMetal::new(hakmem_baremetal::cpu0);
+//!
+//! #[repr(align(32768))] // a segment: see "Waste" below
+//! struct Heap([u8; 64 * 1024]);
+//! static mut HEAP: Heap = Heap([0; 64 * 1024]);
+//!
+//! fn main() {
+//!     // Before this, every allocation returns null.
+//!     ALLOC.init(unsafe { &mut (*core::ptr::addr_of_mut!(HEAP)).0 }).unwrap();
+//! }
+//! ```
+//!
+//! # Parts
+//!
+//! - [`StaticRegion`] — the [`PageSource`](hakmem_core::PageSource): memory
+//!   handed over once (a `&'static mut [u8]`, or a start and length from
+//!   linker symbols, [`BareMetal::init_raw`]), more areas at any time.
+//! - [`BareMetal<CPUS, G>`](BareMetal) — the `GlobalAlloc`: a core
+//!   [`Allocator`] over a `StaticRegion`, and `CPUS` local heaps, one per slot,
+//!   chosen by a CPU-id function you provide.
+//! - [`Tiny`] — the default geometry (segment and page sizes) for
+//!   microcontroller heaps; the core's `Small` and `Server` presets also work.
+//!
+//! # Per-CPU heaps and their protection
+//!
+//! Each slot holds a [`LocalHeap`] and a flag taken with one atomic swap
+//! (a try-lock). A call picks slot `cpu_id()` (slot 0 without calling it when
+//! `CPUS == 1`) and, if the flag was free, works on that heap: the
+//! allocation fast path is a pop from the heap's bins with no other atomic
+//! operation. If the flag is taken — an interrupt handler that interrupted an
+//! allocator call on the same CPU, or a thread that read its CPU id and then
+//! migrated — the call never waits: allocations go through the core's shared
+//! heap ([`Allocator::alloc_shared`]) and frees through
+//! [`Allocator::free_detached`] (a lock-free push onto the owning heap's
+//! remote-free list, which the owner drains later). A `cpu_id()` at or above
+//! `CPUS` also takes the shared path. Frees of blocks another CPU allocated
+//! go through the core's remote-free path.
+//!
+//! # Interrupt safety
+//!
+//! The core's cold side (page pool, heap pool, Large blocks, the shared heap)
+//! and the region's carving use spin locks. An interrupt handler that spins on
+//! a lock held by the code it interrupted, on the same CPU, never returns. So:
+//!
+//! - **With an [`InterruptGuard`]** ([`BareMetal::with_interrupt_guard`]: two
+//!   functions that mask interrupts on the current CPU and restore them), every
+//!   allocator entry point — `alloc`, `alloc_zeroed`, `dealloc`, `realloc`,
+//!   [`collect`](BareMetal::collect), [`flush_cpu`](BareMetal::flush_cpu) — may
+//!   be called from interrupt handlers. Every core call that can take a lock
+//!   (the allocation slow path, every free, realloc, the shared path, collect)
+//!   runs with interrupts masked; only the allocation fast path (a pop from
+//!   the slot's bins, under the slot flag) runs unmasked. An interrupt can
+//!   therefore only interrupt allocator code that holds no lock; if it holds
+//!   the slot flag, the handler takes the shared path, whose locks are free on
+//!   this CPU. Interrupts are masked for at most one slow path: refilling a
+//!   bin, carving a segment header, or a Large allocation.
+//! - **Without a guard** (the default), no allocator call may be made from an
+//!   interrupt handler (or an NMI, or a fault handler) — not even a free,
+//!   whose slow path can take the pool lock. Programs that allocate only from
+//!   thread mode, or that run the whole program with interrupts that never
+//!   allocate, need no guard.
+//! - NMI and HardFault handlers cannot be masked; they must never allocate.
+//!
+//! # Targets
+//!
+//! The core's remote frees and the slot flags need compare-and-swap. Targets
+//! without it (ARMv6-M such as Cortex-M0/M0+, RISC-V without the A extension)
+//! are out of scope: the crate does not build for them.
+//!
+//! # Waste
+//!
+//! A region is used in whole segments aligned to the segment size: bytes
+//! before the first aligned segment and after the last whole one stay unused
+//! (up to one segment each), so align the heap to the segment size. Inside,
+//! each segment spends its first bytes on a header (a 64-byte descriptor per
+//! page plus the segment header), the first allocation carves a metadata span
+//! for heap identities, and each size class in use holds at least one span.
+//! See `docs/PORTING.md` for the figures on a 64 KiB and a 1 MiB region.
+
+#![no_std]
+#![warn(missing_docs)]
+
+mod region;
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::UnsafeCell;
+use core::ptr;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+pub use hakmem_core::{
+    Allocator, Config, Fault, FaultKind, Geo, Geometry, LocalHeap, Small, Stats,
+};
+pub use region::{AddError, MAX_AREAS, MAX_GRANULES, StaticRegion};
+
+/// The default geometry for microcontroller heaps: 32 KiB segments of 16
+/// pages of 2 KiB. Its header (descriptors) takes one page, 6.25% of a
+/// segment, against 3 KiB (9.4%) for the core's `Small` (32 × 1 KiB pages);
+/// the price is a 2 KiB minimum span per size class in use.
+pub enum Tiny {}
+impl Geometry for Tiny {
+    const SEGMENT_SHIFT: u32 = 15;
+    const PAGE_SHIFT: u32 = 11;
+}
+
+/// The configuration [`BareMetal::new`] uses: the core's defaults with the
+/// caches sized for a heap of kilobytes rather than gigabytes. A fixed region
+/// has no memory to spare for caches: freed Large regions go straight back to
+/// the region, empty segments too, and each bin keeps at most a few KiB.
+pub const CONFIG: Config = Config {
+    tiny_mag_cap: 32,
+    mid_ring: 4,
+    mid_lifo_max: 8,
+    mid_bin_bytes: 8 * 1024,
+    heap_page_cache: 1,
+    segment_reserve: 0,
+    large_cache_bytes: 0,
+    purge_delay_ms: 0,
+    ..Config::DEFAULT
+};
+
+/// Two functions that mask interrupts on the current CPU and restore the
+/// previous state. On Cortex-M: read PRIMASK and `cpsid i`, then restore
+/// PRIMASK (`cortex_m::register::primask` and `cortex_m::interrupt`).
+#[derive(Clone, Copy, Debug)]
+pub struct InterruptGuard {
+    /// Mask interrupts; returns a token for `restore` (the previous state).
+    pub disable: fn() -> usize,
+    /// Restore the state `disable` returned.
+    pub restore: fn(usize),
+}
+
+/// The CPU-id function of a single-CPU system: always 0.
+pub fn cpu0() -> usize {
+    0
+}
+
+/// The default fault handler: panic with the fault's description. On a
+/// target built with `panic = "abort"` that aborts; elsewhere, unwinding out
+/// of a global allocator aborts the process.
+pub fn panic_on_fault(f: Fault) -> ! {
+    panic!("hakmem: {f}")
+}
+
+/// One CPU's local heap and its try-lock.
+#[repr(align(64))]
+struct Slot {
+    busy: AtomicBool,
+    heap: UnsafeCell<LocalHeap>,
+}
+
+impl Slot {
+    const fn new() -> Slot {
+        Slot {
+            busy: AtomicBool::new(false),
+            heap: UnsafeCell::new(LocalHeap::new()),
+        }
+    }
+
+    /// Take the slot if it is free.
+    #[inline(always)]
+    fn try_lock(&self) -> bool {
+        // Acquire: pairs with `unlock`, so this holder sees every write the
+        // previous holder (maybe another CPU) made to the heap.
+        !self.busy.load(Ordering::Relaxed) && !self.busy.swap(true, Ordering::Acquire)
+    }
+
+    #[inline(always)]
+    fn unlock(&self) {
+        self.busy.store(false, Ordering::Release);
+    }
+}
+
+/// The bare-metal global allocator: a core [`Allocator`] over a
+/// [`StaticRegion`] with `CPUS` per-CPU local heaps, for geometry `G`.
+/// See the crate docs for the CPU slots and interrupt safety.
+pub struct BareMetal<const CPUS: usize = 1, G: Geometry = Tiny> {
+    core: Allocator<StaticRegion<G>, G>,
+    cpu_id: fn() -> usize,
+    guard: Option<InterruptGuard>,
+    on_fault: fn(Fault) -> !,
+    slots: [Slot; CPUS],
+}
+
+// SAFETY: every slot's heap is reached only by the holder of its flag (an
+// Acquire/Release try-lock), and the core allocator and the region are built
+// for use from several CPUs at once.
+unsafe impl<const CPUS: usize, G: Geometry> Sync for BareMetal<CPUS, G> {}
+
+impl<const CPUS: usize, G: Geometry> BareMetal<CPUS, G> {
+    /// An allocator with no memory yet (every allocation returns null until
+    /// [`init`](Self::init)), [`CONFIG`], no interrupt guard, and `cpu_id`
+    /// choosing the slot of each call (not called when `CPUS == 1`).
+    pub const fn new(cpu_id: fn() -> usize) -> Self {
+        Self::with_config(cpu_id, CONFIG)
+    }
+
+    /// As [`new`](Self::new), with a configuration of your own. Panics (at
+    /// compile time in a `static`) if `config` is out of range.
+    pub const fn with_config(cpu_id: fn() -> usize, config: Config) -> Self {
+        BareMetal {
+            core: Allocator::new(StaticRegion::new(), config),
+            cpu_id,
+            guard: None,
+            on_fault: panic_on_fault,
+            slots: [const { Slot::new() }; CPUS],
+        }
+    }
+
+    /// Mask interrupts around every allocator call that may take a lock, which
+    /// makes the allocator usable from interrupt handlers (crate docs).
+    pub const fn with_interrupt_guard(mut self, guard: InterruptGuard) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// Call `f` on a bad pointer (a free of memory the allocator never
+    /// returned, a double free it can see) instead of [`panic_on_fault`].
+    pub const fn with_fault_handler(mut self, f: fn(Fault) -> !) -> Self {
+        self.on_fault = f;
+        self
+    }
+
+    /// Give the allocator its memory. Returns the bytes it can use (the whole
+    /// segments inside `region`). Calling it again adds another region, which
+    /// need not be contiguous with the others.
+    pub fn init(&self, region: &'static mut [u8]) -> Result<usize, AddError> {
+        self.core.source().add(region)
+    }
+
+    /// [`init`](Self::init) for memory named by address, e.g. from linker
+    /// symbols (`_sheap`, `_eheap`).
+    ///
+    /// # Safety
+    /// `[start, start + len)` is readable and writable memory that nothing
+    /// else uses, now or ever after.
+    pub unsafe fn init_raw(&self, start: *mut u8, len: usize) -> Result<usize, AddError> {
+        // SAFETY: forwarded.
+        unsafe { self.core.source().add_raw(start, len) }
+    }
+
+    /// The core allocator (statistics, direct use with a `LocalHeap` of
+    /// your own).
+    pub fn allocator(&self) -> &Allocator<StaticRegion<G>, G> {
+        &self.core
+    }
+
+    /// The allocator's accounting.
+    pub fn stats(&self) -> Stats {
+        self.masked(|| self.core.stats())
+    }
+
+    /// Return what can be returned to the region: this CPU's pending remote
+    /// frees and cached spans, other heaps' remote frees, empty segments.
+    pub fn collect(&self) {
+        match self.slot() {
+            Some(s) => {
+                // SAFETY: we hold the slot.
+                self.masked(|| self.core.collect(Some(unsafe { &mut *s.heap.get() })));
+                s.unlock();
+            }
+            None => self.masked(|| self.core.collect(None)),
+        }
+    }
+
+    /// Give this CPU's cached blocks back to their spans and detach its heap
+    /// (its spans stay valid; the next allocation attaches a heap again). Use
+    /// it before taking a CPU offline. Returns false if the slot was busy.
+    pub fn flush_cpu(&self) -> bool {
+        let Some(s) = self.slot() else { return false };
+        // SAFETY: we hold the slot.
+        self.masked(|| self.core.detach(unsafe { &mut *s.heap.get() }));
+        s.unlock();
+        true
+    }
+
+    /// Run `f` with interrupts masked, if a guard is set.
+    #[inline(always)]
+    fn masked<R>(&self, f: impl FnOnce() -> R) -> R {
+        match self.guard {
+            Some(g) => {
+                let t = (g.disable)();
+                let r = f();
+                (g.restore)(t);
+                r
+            }
+            None => f(),
+        }
+    }
+
+    /// This CPU's slot, taken, or `None` if it is busy or out of range.
+    #[inline(always)]
+    fn slot(&self) -> Option<&Slot> {
+        let i = if CPUS == 1 { 0 } else { (self.cpu_id)() };
+        let s = self.slots.get(i)?;
+        s.try_lock().then_some(s)
+    }
+
+    /// The allocation slow path on a held slot's heap, retrying once after
+    /// giving back what the heaps and the pool hold when memory runs out.
+    #[cold]
+    #[inline(never)]
+    fn alloc_cold(&self, heap: &mut LocalHeap, layout: Layout) -> *mut u8 {
+        self.masked(|| {
+            let p = self.core.alloc_slow(heap, layout);
+            if !p.is_null() {
+                return p;
+            }
+            self.reclaim(Some(heap));
+            self.core.alloc_slow(heap, layout)
+        })
+    }
+
+    /// Out of memory: flush this CPU's bins (detaching its heap, which the
+    /// next allocation re-attaches) and release whatever is empty, so blocks
+    /// cached for one size class become pages for another.
+    #[cold]
+    fn reclaim(&self, heap: Option<&mut LocalHeap>) {
+        if let Some(h) = heap {
+            self.core.detach(h);
+        }
+        self.core.collect(None);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_shared(&self, layout: Layout) -> *mut u8 {
+        self.masked(|| {
+            let p = self.core.alloc_shared(layout);
+            if !p.is_null() {
+                return p;
+            }
+            self.reclaim(None);
+            self.core.alloc_shared(layout)
+        })
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn fault(&self, f: Fault) -> ! {
+        (self.on_fault)(f)
+    }
+}
+
+// SAFETY: `alloc` returns null or a block of at least `layout.size()` bytes
+// aligned to `layout.align()` that overlaps no other live block (the core's
+// guarantee); `dealloc` and `realloc` hand the core exactly what it returned.
+// This adapter only routes each call to a heap that one caller holds at a time.
+unsafe impl<const CPUS: usize, G: Geometry> GlobalAlloc for BareMetal<CPUS, G> {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let Some(s) = self.slot() else {
+            return self.alloc_shared(layout);
+        };
+        // SAFETY: we hold the slot, so its heap is ours until `unlock`.
+        let heap = unsafe { &mut *s.heap.get() };
+        let mut p = self.core.alloc_fast(heap, layout);
+        if p.is_null() {
+            p = self.alloc_cold(heap, layout);
+        }
+        s.unlock();
+        p
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        let r = match self.slot() {
+            Some(s) => {
+                // SAFETY: we hold the slot; the caller passes a live block.
+                let r = self.masked(|| unsafe { self.core.free(&mut *s.heap.get(), ptr) });
+                s.unlock();
+                r
+            }
+            // SAFETY: the caller passes a live block.
+            None => self.masked(|| unsafe { self.core.free_detached(ptr) }),
+        };
+        if let Err(f) = r {
+            self.fault(f)
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // Region memory is never known to be zero, so clear it always.
+        // SAFETY: forwarded.
+        let p = unsafe { self.alloc(layout) };
+        if !p.is_null() {
+            // SAFETY: a fresh block of at least `layout.size()` bytes.
+            unsafe { p.write_bytes(0, layout.size()) };
+        }
+        p
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let (old, align) = (layout.size(), layout.align());
+        let r = match self.slot() {
+            Some(s) => {
+                let r = self.masked(|| {
+                    // SAFETY: we hold the slot; the caller passes a live block
+                    // of `layout`.
+                    let heap = unsafe { &mut *s.heap.get() };
+                    // SAFETY: as above.
+                    match unsafe { self.core.realloc(heap, ptr, old, align, new_size) } {
+                        Ok(p) if p.is_null() => {
+                            self.reclaim(Some(&mut *heap));
+                            // SAFETY: as above; the block is untouched.
+                            unsafe { self.core.realloc(heap, ptr, old, align, new_size) }
+                        }
+                        r => r,
+                    }
+                });
+                s.unlock();
+                r
+            }
+            None => {
+                // No heap: a new block through the shared heap, then a copy.
+                let Ok(new) = Layout::from_size_align(new_size, align) else {
+                    return ptr::null_mut();
+                };
+                let q = self.alloc_shared(new);
+                if q.is_null() {
+                    return q;
+                }
+                // SAFETY: both blocks are live; the old one holds `old` bytes.
+                unsafe { ptr::copy_nonoverlapping(ptr, q, old.min(new_size)) };
+                // SAFETY: the caller gives the old block up.
+                self.masked(|| unsafe { self.core.free_detached(ptr) })
+                    .map(|()| q)
+            }
+        };
+        match r {
+            Ok(p) => p,
+            Err(f) => self.fault(f),
+        }
+    }
+}
