@@ -8,7 +8,7 @@
 //! #[global_allocator]
 //! static ALLOC: BareMetal = BareMetal::new(hakmem_baremetal::cpu0);
 //!
-//! #[repr(align(32768))] // a segment: see "Waste" below
+//! #[repr(align(8192))] // a segment of the default geometry: see "Waste" below
 //! struct Heap([u8; 64 * 1024]);
 //! static mut HEAP: Heap = Heap([0; 64 * 1024]);
 //!
@@ -26,8 +26,9 @@
 //! - [`BareMetal<CPUS, G>`](BareMetal) — the `GlobalAlloc`: a core
 //!   [`Allocator`] over a `StaticRegion`, and `CPUS` local heaps, one per slot,
 //!   chosen by a CPU-id function you provide.
-//! - [`Tiny`] — the default geometry (segment and page sizes) for
-//!   microcontroller heaps; the core's `Small` and `Server` presets also work.
+//! - [`Tiny`] — the default geometry (segment and page sizes), for heaps of
+//!   tens to hundreds of KiB; [`Compact`] for a MiB and more. The core's
+//!   `Small` and `Server` presets, or a `Geometry` of your own, also work.
 //!
 //! # Per-CPU heaps and their protection
 //!
@@ -37,17 +38,25 @@
 //! allocation fast path is a pop from the heap's bins with no other atomic
 //! operation. If the flag is taken — an interrupt handler that interrupted an
 //! allocator call on the same CPU, or a thread that read its CPU id and then
-//! migrated — the call never waits: allocations go through the core's shared
-//! heap ([`Allocator::alloc_shared`]) and frees through
-//! [`Allocator::free_detached`] (a lock-free push onto the owning heap's
-//! remote-free list, which the owner drains later). A `cpu_id()` at or above
-//! `CPUS` also takes the shared path. Frees of blocks another CPU allocated
-//! go through the core's remote-free path.
+//! migrated — the call does not touch that heap: allocations go through a
+//! fallback heap shared by all such calls (behind a lock, like the core's
+//! shared heap, but owned by the adapter so that it can be flushed when memory
+//! runs out), and frees through [`Allocator::free_detached`] (a lock-free push
+//! onto the owning heap's remote-free list, which the owner drains later). A
+//! `cpu_id()` at or above `CPUS` also takes the fallback path. Frees of blocks
+//! another CPU allocated go through the core's remote-free path.
+//!
+//! When memory runs out, the allocating call flushes the bins of its own heap
+//! and of every heap it can take without waiting, releases what became empty,
+//! and tries once more before returning null — if a block was freed or a bin
+//! refilled since the last such reclaim (otherwise it cannot help, and the
+//! call fails at once). Frees are counted per slot by a plain store, off any
+//! shared line; refills by an atomic add on the slow path.
 //!
 //! # Interrupt safety
 //!
-//! The core's cold side (page pool, heap pool, Large blocks, the shared heap)
-//! and the region's carving use spin locks. An interrupt handler that spins on
+//! The core's cold side (page pool, heap pool, Large blocks), the fallback
+//! heap and the region's carving use spin locks. An interrupt handler that spins on
 //! a lock held by the code it interrupted, on the same CPU, never returns. So:
 //!
 //! - **With an [`InterruptGuard`]** ([`BareMetal::with_interrupt_guard`]: two
@@ -59,8 +68,8 @@
 //!   runs with interrupts masked; only the allocation fast path (a pop from
 //!   the slot's bins, under the slot flag) runs unmasked. An interrupt can
 //!   therefore only interrupt allocator code that holds no lock; if it holds
-//!   the slot flag, the handler takes the shared path, whose locks are free on
-//!   this CPU. Interrupts are masked for at most one slow path: refilling a
+//!   the slot flag, the handler takes the fallback path, whose locks are free
+//!   on this CPU. Interrupts are masked for at most one slow path: refilling a
 //!   bin, carving a segment header, or a Large allocation.
 //! - **Without a guard** (the default), no allocator call may be made from an
 //!   interrupt handler (or an NMI, or a fault handler) — not even a free,
@@ -68,6 +77,10 @@
 //!   thread mode, or that run the whole program with interrupts that never
 //!   allocate, need no guard.
 //! - NMI and HardFault handlers cannot be masked; they must never allocate.
+//! - The same holds for a preemptive scheduler: a task preempted while it
+//!   holds one of those spin locks stalls every task that then needs it (for
+//!   good, if the spinning task has the higher priority on the same CPU). A
+//!   guard that masks the scheduler's interrupt prevents that.
 //!
 //! # Targets
 //!
@@ -92,22 +105,33 @@ mod region;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
-use core::ptr;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 pub use hakmem_core::{
     Allocator, Config, Fault, FaultKind, Geo, Geometry, LocalHeap, Small, Stats,
 };
-pub use region::{AddError, MAX_AREAS, MAX_GRANULES, StaticRegion};
+pub use region::{AddError, DEFAULT_MAP_WORDS, MAX_AREAS, StaticRegion};
 
-/// The default geometry for microcontroller heaps: 32 KiB segments of 16
-/// pages of 2 KiB. Its header (descriptors) takes one page, 6.25% of a
-/// segment, against 3 KiB (9.4%) for the core's `Small` (32 × 1 KiB pages);
-/// the price is a 2 KiB minimum span per size class in use.
+/// The default geometry, for heaps of tens to hundreds of KiB: 8 KiB
+/// segments of 8 pages of 1 KiB. Small segments keep every span small (at
+/// most 4 KiB), so a 64 KiB heap does not run out of contiguous pages after a
+/// few size classes; the price is a header of one page per segment (12.5%)
+/// and Large blocks (above 4 KiB) rounded up to whole 8 KiB segments.
 pub enum Tiny {}
 impl Geometry for Tiny {
-    const SEGMENT_SHIFT: u32 = 15;
-    const PAGE_SHIFT: u32 = 11;
+    const SEGMENT_SHIFT: u32 = 13;
+    const PAGE_SHIFT: u32 = 10;
+}
+
+/// A geometry for heaps of a MiB or more: 64 KiB segments of 16 pages of
+/// 4 KiB. The header takes half a page (3%), blocks up to 32 KiB are served
+/// from spans, and it is the fastest and leanest of the presets measured on
+/// 1 MiB and 16 MiB regions (see `docs/BENCHMARKS.md`); on a 64 KiB heap it
+/// leaves room for only a few size classes.
+pub enum Compact {}
+impl Geometry for Compact {
+    const SEGMENT_SHIFT: u32 = 16;
+    const PAGE_SHIFT: u32 = 12;
 }
 
 /// The configuration [`BareMetal::new`] uses: the core's defaults with the
@@ -153,6 +177,8 @@ pub fn panic_on_fault(f: Fault) -> ! {
 #[repr(align(64))]
 struct Slot {
     busy: AtomicBool,
+    /// Frees made through this slot (wrapping); written only by the holder.
+    frees: AtomicU32,
     heap: UnsafeCell<LocalHeap>,
 }
 
@@ -160,6 +186,7 @@ impl Slot {
     const fn new() -> Slot {
         Slot {
             busy: AtomicBool::new(false),
+            frees: AtomicU32::new(0),
             heap: UnsafeCell::new(LocalHeap::new()),
         }
     }
@@ -172,6 +199,21 @@ impl Slot {
         !self.busy.load(Ordering::Relaxed) && !self.busy.swap(true, Ordering::Acquire)
     }
 
+    /// Take the slot, waiting for its holder (another CPU, or with interrupts
+    /// masked on this one) to let it go.
+    fn lock(&self) {
+        while !self.try_lock() {
+            core::hint::spin_loop();
+        }
+    }
+
+    /// Count a free (holder only: a plain load and store, no read-modify-write).
+    #[inline(always)]
+    fn count_free(&self) {
+        let n = self.frees.load(Ordering::Relaxed);
+        self.frees.store(n.wrapping_add(1), Ordering::Relaxed);
+    }
+
     #[inline(always)]
     fn unlock(&self) {
         self.busy.store(false, Ordering::Release);
@@ -179,22 +221,39 @@ impl Slot {
 }
 
 /// The bare-metal global allocator: a core [`Allocator`] over a
-/// [`StaticRegion`] with `CPUS` per-CPU local heaps, for geometry `G`.
-/// See the crate docs for the CPU slots and interrupt safety.
-pub struct BareMetal<const CPUS: usize = 1, G: Geometry = Tiny> {
-    core: Allocator<StaticRegion<G>, G>,
+/// [`StaticRegion`] with `CPUS` per-CPU local heaps, for geometry `G`, over
+/// at most `32 × MAP_WORDS` segments of memory. See the crate docs for the CPU
+/// slots and interrupt safety.
+pub struct BareMetal<
+    const CPUS: usize = 1,
+    G: Geometry = Tiny,
+    const MAP_WORDS: usize = DEFAULT_MAP_WORDS,
+> {
+    core: Allocator<StaticRegion<G, MAP_WORDS>, G>,
     cpu_id: fn() -> usize,
     guard: Option<InterruptGuard>,
     on_fault: fn(Fault) -> !,
     slots: [Slot; CPUS],
+    /// The heap of calls whose CPU slot is busy or out of range. Unlike the
+    /// core's shared heap, the adapter can flush it when memory runs out.
+    fallback: Slot,
+    /// Slow-path allocations that succeeded (wrapping): each may have moved
+    /// free blocks into a heap's bins, where a reclaim could find them.
+    refills: AtomicU32,
+    /// The total of the slots' `frees` and `refills` at the last reclaim: a
+    /// reclaim can only help if a block was freed or a bin refilled since.
+    reclaim_mark: AtomicU32,
 }
 
 // SAFETY: every slot's heap is reached only by the holder of its flag (an
 // Acquire/Release try-lock), and the core allocator and the region are built
 // for use from several CPUs at once.
-unsafe impl<const CPUS: usize, G: Geometry> Sync for BareMetal<CPUS, G> {}
+unsafe impl<const CPUS: usize, G: Geometry, const MAP_WORDS: usize> Sync
+    for BareMetal<CPUS, G, MAP_WORDS>
+{
+}
 
-impl<const CPUS: usize, G: Geometry> BareMetal<CPUS, G> {
+impl<const CPUS: usize, G: Geometry, const MAP_WORDS: usize> BareMetal<CPUS, G, MAP_WORDS> {
     /// An allocator with no memory yet (every allocation returns null until
     /// [`init`](Self::init)), [`CONFIG`], no interrupt guard, and `cpu_id`
     /// choosing the slot of each call (not called when `CPUS == 1`).
@@ -211,6 +270,9 @@ impl<const CPUS: usize, G: Geometry> BareMetal<CPUS, G> {
             guard: None,
             on_fault: panic_on_fault,
             slots: [const { Slot::new() }; CPUS],
+            fallback: Slot::new(),
+            refills: AtomicU32::new(0),
+            reclaim_mark: AtomicU32::new(u32::MAX),
         }
     }
 
@@ -248,7 +310,7 @@ impl<const CPUS: usize, G: Geometry> BareMetal<CPUS, G> {
 
     /// The core allocator (statistics, direct use with a `LocalHeap` of
     /// your own).
-    pub fn allocator(&self) -> &Allocator<StaticRegion<G>, G> {
+    pub fn allocator(&self) -> &Allocator<StaticRegion<G, MAP_WORDS>, G> {
         &self.core
     }
 
@@ -303,42 +365,81 @@ impl<const CPUS: usize, G: Geometry> BareMetal<CPUS, G> {
         s.try_lock().then_some(s)
     }
 
-    /// The allocation slow path on a held slot's heap, retrying once after
-    /// giving back what the heaps and the pool hold when memory runs out.
+    /// The allocation slow path on a held heap, retrying once after giving
+    /// back what the heaps and the pool hold when memory runs out. Runs masked.
+    fn alloc_slow_masked(&self, heap: &mut LocalHeap, layout: Layout) -> *mut u8 {
+        let p = self.core.alloc_slow(heap, layout);
+        if !p.is_null() {
+            self.refills.fetch_add(1, Ordering::Relaxed);
+            return p;
+        }
+        if !self.should_reclaim() {
+            return p;
+        }
+        self.reclaim(heap);
+        self.core.alloc_slow(heap, layout)
+    }
+
+    /// Whether a reclaim could help: a block was freed, or a bin refilled,
+    /// since the last one. Records the count, so the caller then reclaims.
+    fn should_reclaim(&self) -> bool {
+        let total = self
+            .slots
+            .iter()
+            .chain(core::iter::once(&self.fallback))
+            .fold(self.refills.load(Ordering::Relaxed), |t, s| {
+                t.wrapping_add(s.frees.load(Ordering::Relaxed))
+            });
+        // Relaxed: a heuristic; a stale count costs one reclaim more or less.
+        self.reclaim_mark.swap(total, Ordering::Relaxed) != total
+    }
+
     #[cold]
     #[inline(never)]
     fn alloc_cold(&self, heap: &mut LocalHeap, layout: Layout) -> *mut u8 {
-        self.masked(|| {
-            let p = self.core.alloc_slow(heap, layout);
-            if !p.is_null() {
-                return p;
-            }
-            self.reclaim(Some(heap));
-            self.core.alloc_slow(heap, layout)
-        })
+        self.masked(|| self.alloc_slow_masked(heap, layout))
     }
 
-    /// Out of memory: flush this CPU's bins (detaching its heap, which the
-    /// next allocation re-attaches) and release whatever is empty, so blocks
-    /// cached for one size class become pages for another.
+    /// Out of memory: flush the bins of the caller's heap and of every other
+    /// heap that is not in use (detaching them; the next allocation attaches
+    /// again), then release whatever became empty, so that blocks cached for
+    /// one size class become pages for another.
     #[cold]
-    fn reclaim(&self, heap: Option<&mut LocalHeap>) {
-        if let Some(h) = heap {
-            self.core.detach(h);
+    fn reclaim(&self, held: &mut LocalHeap) {
+        self.core.detach(held);
+        for s in self.slots.iter().chain(core::iter::once(&self.fallback)) {
+            if s.try_lock() {
+                // SAFETY: we just took the slot.
+                self.core.detach(unsafe { &mut *s.heap.get() });
+                s.unlock();
+            }
         }
         self.core.collect(None);
     }
 
+    /// Run `f` on the fallback heap, masked.
     #[cold]
     #[inline(never)]
-    fn alloc_shared(&self, layout: Layout) -> *mut u8 {
+    fn with_fallback<R>(&self, f: impl FnOnce(&mut LocalHeap) -> R) -> R {
         self.masked(|| {
-            let p = self.core.alloc_shared(layout);
-            if !p.is_null() {
-                return p;
+            self.fallback.lock();
+            // SAFETY: we hold the fallback slot.
+            let r = f(unsafe { &mut *self.fallback.heap.get() });
+            self.fallback.unlock();
+            r
+        })
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_fallback(&self, layout: Layout) -> *mut u8 {
+        self.with_fallback(|h| {
+            let p = self.core.alloc_fast(h, layout);
+            if p.is_null() {
+                self.alloc_slow_masked(h, layout)
+            } else {
+                p
             }
-            self.reclaim(None);
-            self.core.alloc_shared(layout)
         })
     }
 
@@ -353,11 +454,13 @@ impl<const CPUS: usize, G: Geometry> BareMetal<CPUS, G> {
 // aligned to `layout.align()` that overlaps no other live block (the core's
 // guarantee); `dealloc` and `realloc` hand the core exactly what it returned.
 // This adapter only routes each call to a heap that one caller holds at a time.
-unsafe impl<const CPUS: usize, G: Geometry> GlobalAlloc for BareMetal<CPUS, G> {
+unsafe impl<const CPUS: usize, G: Geometry, const MAP_WORDS: usize> GlobalAlloc
+    for BareMetal<CPUS, G, MAP_WORDS>
+{
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let Some(s) = self.slot() else {
-            return self.alloc_shared(layout);
+            return self.alloc_fallback(layout);
         };
         // SAFETY: we hold the slot, so its heap is ours until `unlock`.
         let heap = unsafe { &mut *s.heap.get() };
@@ -375,11 +478,17 @@ unsafe impl<const CPUS: usize, G: Geometry> GlobalAlloc for BareMetal<CPUS, G> {
             Some(s) => {
                 // SAFETY: we hold the slot; the caller passes a live block.
                 let r = self.masked(|| unsafe { self.core.free(&mut *s.heap.get(), ptr) });
+                s.count_free();
                 s.unlock();
                 r
             }
-            // SAFETY: the caller passes a live block.
-            None => self.masked(|| unsafe { self.core.free_detached(ptr) }),
+            None => self.masked(|| {
+                // SAFETY: the caller passes a live block.
+                let r = unsafe { self.core.free_detached(ptr) };
+                // The fallback slot's count is only ever added to, atomically.
+                self.fallback.frees.fetch_add(1, Ordering::Relaxed);
+                r
+            }),
         };
         if let Err(f) = r {
             self.fault(f)
@@ -407,32 +516,33 @@ unsafe impl<const CPUS: usize, G: Geometry> GlobalAlloc for BareMetal<CPUS, G> {
                     let heap = unsafe { &mut *s.heap.get() };
                     // SAFETY: as above.
                     match unsafe { self.core.realloc(heap, ptr, old, align, new_size) } {
-                        Ok(p) if p.is_null() => {
-                            self.reclaim(Some(&mut *heap));
+                        Ok(p) if p.is_null() && self.should_reclaim() => {
+                            self.reclaim(heap);
                             // SAFETY: as above; the block is untouched.
                             unsafe { self.core.realloc(heap, ptr, old, align, new_size) }
                         }
                         r => r,
                     }
                 });
+                // A realloc that moved the block freed one (and may have
+                // refilled a bin): that is what a later reclaim looks for.
+                s.count_free();
                 s.unlock();
                 r
             }
-            None => {
-                // No heap: a new block through the shared heap, then a copy.
-                let Ok(new) = Layout::from_size_align(new_size, align) else {
-                    return ptr::null_mut();
-                };
-                let q = self.alloc_shared(new);
-                if q.is_null() {
-                    return q;
+            None => self.with_fallback(|heap| {
+                self.fallback.frees.fetch_add(1, Ordering::Relaxed);
+                // SAFETY: we hold the fallback heap; the caller passes a live
+                // block of `layout`.
+                match unsafe { self.core.realloc(heap, ptr, old, align, new_size) } {
+                    Ok(p) if p.is_null() && self.should_reclaim() => {
+                        self.reclaim(heap);
+                        // SAFETY: as above; the block is untouched.
+                        unsafe { self.core.realloc(heap, ptr, old, align, new_size) }
+                    }
+                    r => r,
                 }
-                // SAFETY: both blocks are live; the old one holds `old` bytes.
-                unsafe { ptr::copy_nonoverlapping(ptr, q, old.min(new_size)) };
-                // SAFETY: the caller gives the old block up.
-                self.masked(|| unsafe { self.core.free_detached(ptr) })
-                    .map(|()| q)
-            }
+            }),
         };
         match r {
             Ok(p) => p,

@@ -21,10 +21,10 @@ use hakmem_core::{Geo, Geometry, PageSource, Reservation};
 
 /// Most areas (discontiguous pieces of memory) one source accepts.
 pub const MAX_AREAS: usize = 8;
-/// Most granules (segments) one source manages, over all its areas: 32 MiB
-/// with 32 KiB segments. The bitmaps cost `MAX_GRANULES / 4` bytes.
-pub const MAX_GRANULES: usize = 1024;
-const WORDS: usize = MAX_GRANULES / 32;
+/// The default `MAP_WORDS` of [`StaticRegion`]: room for 1024 segments
+/// (8 MiB with [`Tiny`](crate::Tiny)'s 8 KiB segments, 32 MiB with 32 KiB
+/// ones) in 256 bytes of bitmaps.
+pub const DEFAULT_MAP_WORDS: usize = 32;
 
 /// One piece of memory given to the source. Its fields are written once,
 /// before `StaticRegion::count` publishes it, and never change.
@@ -38,13 +38,15 @@ struct Area {
 }
 
 /// What the lock guards.
-struct Inner {
+struct Inner<const W: usize> {
     /// Bit `g` set iff granule `g` belongs to a live region.
-    used: [u32; WORDS],
+    used: [u32; W],
     /// Granules handed out to areas so far (the next area's `first`).
     granules: usize,
     /// Granules in live regions.
     live: usize,
+    /// Every granule below this one is in use.
+    hint: usize,
 }
 
 /// A [`PageSource`] over static memory: one or more areas handed over by
@@ -61,13 +63,16 @@ struct Inner {
 ///
 /// Regions are not zeroed (`Reservation::zeroed` is false): memory that was
 /// freed and reserved again keeps its old bytes.
-pub struct StaticRegion<G: Geometry> {
+///
+/// It manages at most `32 × MAP_WORDS` segments over all its areas (two
+/// bitmaps of `MAP_WORDS` words); memory beyond that is left unused.
+pub struct StaticRegion<G: Geometry, const MAP_WORDS: usize = DEFAULT_MAP_WORDS> {
     /// Areas published so far.
     count: AtomicUsize,
     areas: [Area; MAX_AREAS],
     /// Bit `g` set iff a live region starts at granule `g`.
-    starts: [AtomicU32; WORDS],
-    inner: spin::mutex::SpinMutex<Inner>,
+    starts: [AtomicU32; MAP_WORDS],
+    inner: spin::mutex::SpinMutex<Inner<MAP_WORDS>>,
     _geometry: PhantomData<fn() -> G>,
 }
 
@@ -78,7 +83,7 @@ pub enum AddError {
     TooSmall,
     /// [`MAX_AREAS`] areas were added already.
     TooManyAreas,
-    /// The bitmaps are full ([`MAX_GRANULES`] granules).
+    /// The bitmaps are full (`32 × MAP_WORDS` segments).
     TooManyGranules,
     /// The memory overlaps an area added before.
     Overlaps,
@@ -89,13 +94,14 @@ impl core::fmt::Display for AddError {
         f.write_str(match self {
             AddError::TooSmall => "the region holds no whole aligned segment",
             AddError::TooManyAreas => "too many regions (MAX_AREAS)",
-            AddError::TooManyGranules => "too many segments in all (MAX_GRANULES)",
+            AddError::TooManyGranules => "too many segments in all (32 × MAP_WORDS)",
             AddError::Overlaps => "the region overlaps one added before",
         })
     }
 }
 
-impl<G: Geometry> StaticRegion<G> {
+impl<G: Geometry, const MAP_WORDS: usize> StaticRegion<G, MAP_WORDS> {
+    const MAX_GRANULES: usize = 32 * MAP_WORDS;
     const GRAN: usize = Geo::<G>::SEGMENT_SIZE;
     const SHIFT: u32 = G::SEGMENT_SHIFT;
 
@@ -110,11 +116,12 @@ impl<G: Geometry> StaticRegion<G> {
                     first: AtomicUsize::new(0),
                 }
             }; MAX_AREAS],
-            starts: [const { AtomicU32::new(0) }; WORDS],
+            starts: [const { AtomicU32::new(0) }; MAP_WORDS],
             inner: spin::mutex::SpinMutex::new(Inner {
-                used: [0; WORDS],
+                used: [0; MAP_WORDS],
                 granules: 0,
                 live: 0,
+                hint: 0,
             }),
             _geometry: PhantomData,
         }
@@ -158,7 +165,7 @@ impl<G: Geometry> StaticRegion<G> {
                 return Err(AddError::Overlaps);
             }
         }
-        let room = MAX_GRANULES - inner.granules;
+        let room = Self::MAX_GRANULES - inner.granules;
         if room == 0 {
             return Err(AddError::TooManyGranules);
         }
@@ -214,7 +221,7 @@ impl<G: Geometry> StaticRegion<G> {
     }
 }
 
-impl Inner {
+impl<const W: usize> Inner<W> {
     #[inline]
     fn is_used(&self, g: usize) -> bool {
         self.used[g / 32] & (1 << (g % 32)) != 0
@@ -230,13 +237,39 @@ impl Inner {
         }
         if on {
             self.live += n;
+            if g == self.hint {
+                self.hint = g + n;
+            }
         } else {
             self.live -= n;
+            self.hint = self.hint.min(g);
+        }
+    }
+
+    /// The first granule at or after `g` (and before `end`) whose `used`
+    /// bit is `want`, or `end`.
+    fn next_with(&self, g: usize, end: usize, want: bool) -> usize {
+        if g >= end {
+            return end;
+        }
+        let word = |w: usize| if want { self.used[w] } else { !self.used[w] };
+        let mut w = g / 32;
+        let mut bits = word(w) & (u32::MAX << (g % 32));
+        loop {
+            if bits != 0 {
+                return (w * 32 + bits.trailing_zeros() as usize).min(end);
+            }
+            w += 1;
+            if w * 32 >= end {
+                return end;
+            }
+            bits = word(w);
         }
     }
 
     /// First run of `n` free granules in `[first, first + count)` whose start
     /// index `g` makes `base + (g - first) * gran` a multiple of `align`.
+    /// Granules below `self.hint` are all in use, so the search starts there.
     fn find(
         &self,
         base: usize,
@@ -252,29 +285,22 @@ impl Inner {
             let addr = base + ((g - first) << shift);
             first + ((addr.next_multiple_of(align) - base) >> shift)
         };
-        let mut start = aligned(first);
-        let mut g = start;
-        while start + n <= end {
-            if g == start + n {
+        let mut start = self.hint.max(first);
+        loop {
+            start = aligned(self.next_with(start, end, false));
+            if start + n > end {
+                return None;
+            }
+            let used = self.next_with(start, start + n, true);
+            if used == start + n {
                 return Some(start);
             }
-            if g.is_multiple_of(32) && self.used[g / 32] == u32::MAX {
-                start = aligned(g + 32);
-                g = start;
-                continue;
-            }
-            if self.is_used(g) {
-                start = aligned(g + 1);
-                g = start;
-            } else {
-                g += 1;
-            }
+            start = used + 1;
         }
-        None
     }
 }
 
-impl<G: Geometry> Default for StaticRegion<G> {
+impl<G: Geometry, const MAP_WORDS: usize> Default for StaticRegion<G, MAP_WORDS> {
     fn default() -> Self {
         Self::new()
     }
@@ -288,7 +314,7 @@ impl<G: Geometry> Default for StaticRegion<G> {
 // live region (set in `reserve`/`resize` before the region is returned,
 // cleared in `release`). Nothing here allocates. Regions are reported as not
 // zeroed. Every method is callable from several threads (lock and atomics).
-unsafe impl<G: Geometry> PageSource for StaticRegion<G> {
+unsafe impl<G: Geometry, const MAP_WORDS: usize> PageSource for StaticRegion<G, MAP_WORDS> {
     fn reserve(&self, size: usize, align: usize) -> Option<Reservation> {
         let n = size.div_ceil(Self::GRAN);
         if n == 0 {
