@@ -360,6 +360,11 @@ fn main() -> ! {
         got64,
         got1m
     );
+    hprintln!(
+        "allocator statics: {} B (Tiny, 1 CPU), {} B (Compact, 1 CPU)",
+        core::mem::size_of_val(&SMALL),
+        core::mem::size_of_val(&BIG)
+    );
 
     // SysTick every 2000 core cycles (QEMU's mps2 clock: 25 MHz).
     let mut cp = cortex_m::Peripherals::take().unwrap();
@@ -448,6 +453,13 @@ fn main() -> ! {
             "{size} B: {first} then {again} blocks"
         );
     }
+
+    let (a, b) = (SMALL.stats(), BIG.stats());
+    hprintln!(
+        "metadata: {} pages of 1 KiB (64 KiB heap), {} pages of 4 KiB (1 MiB heap)",
+        a.meta_pages,
+        b.meta_pages
+    );
 
     let failures = FAILURES.load(Ordering::Relaxed);
     if failures == 0 {
