@@ -56,21 +56,23 @@
 //! # Interrupt safety
 //!
 //! The core's cold side (page pool, heap pool, Large blocks), the fallback
-//! heap and the region's carving use spin locks. An interrupt handler that spins on
-//! a lock held by the code it interrupted, on the same CPU, never returns. So:
+//! heap and the region's carving use spin locks. An interrupt handler that
+//! spins on a lock held by the code it interrupted, on the same CPU, never
+//! returns. So:
 //!
 //! - **With an [`InterruptGuard`]** ([`BareMetal::with_interrupt_guard`]: two
 //!   functions that mask interrupts on the current CPU and restore them), every
 //!   allocator entry point — `alloc`, `alloc_zeroed`, `dealloc`, `realloc`,
 //!   [`collect`](BareMetal::collect), [`flush_cpu`](BareMetal::flush_cpu) — may
 //!   be called from interrupt handlers. Every core call that can take a lock
-//!   (the allocation slow path, every free, realloc, the shared path, collect)
+//!   (the allocation slow path, every free, realloc, the fallback path, collect)
 //!   runs with interrupts masked; only the allocation fast path (a pop from
 //!   the slot's bins, under the slot flag) runs unmasked. An interrupt can
 //!   therefore only interrupt allocator code that holds no lock; if it holds
 //!   the slot flag, the handler takes the fallback path, whose locks are free
-//!   on this CPU. Interrupts are masked for at most one slow path: refilling a
-//!   bin, carving a segment header, or a Large allocation.
+//!   on this CPU. Interrupts stay masked for one slow path at a time:
+//!   refilling a bin, carving a segment header, a Large allocation, or — the
+//!   longest — a reclaim when memory runs out, which flushes every idle heap.
 //! - **Without a guard** (the default), no allocator call may be made from an
 //!   interrupt handler (or an NMI, or a fault handler) — not even a free,
 //!   whose slow path can take the pool lock. Programs that allocate only from
@@ -84,9 +86,11 @@
 //!
 //! # Targets
 //!
-//! The core's remote frees and the slot flags need compare-and-swap. Targets
-//! without it (ARMv6-M such as Cortex-M0/M0+, RISC-V without the A extension)
-//! are out of scope: the crate does not build for them.
+//! The core's remote frees and the slot flags need atomic swap and
+//! compare-and-swap. Targets without them (ARMv6-M such as Cortex-M0/M0+,
+//! RISC-V without the A extension) are out of scope: Rust offers no such
+//! operations there, so the crate does not build for them. 64-bit atomics are
+//! not needed (Cortex-M3/M4/M7/M33 are fine).
 //!
 //! # Waste
 //!
