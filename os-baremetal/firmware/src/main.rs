@@ -209,10 +209,14 @@ fn workload(
     t
 }
 
-/// Allocate blocks of `size` until the first null; free them; return the count.
+/// Blocks `fill_until_null` keeps at most.
+const FILL_CAP: usize = 4096;
+
+/// Allocate blocks of `size` until the first null (or `FILL_CAP` blocks);
+/// free them; return the count.
 fn fill_until_null(a: &dyn GlobalAlloc, size: usize) -> usize {
     let layout = Layout::from_size_align(size, 8).unwrap();
-    let mut blocks = [core::ptr::null_mut::<u8>(); 4096];
+    let mut blocks = [core::ptr::null_mut::<u8>(); FILL_CAP];
     let mut n = 0;
     while n < blocks.len() {
         // SAFETY: a non-zero size.
@@ -228,6 +232,19 @@ fn fill_until_null(a: &dyn GlobalAlloc, size: usize) -> usize {
         unsafe { a.dealloc(p, layout) };
     }
     n
+}
+
+fn report_fill(heap: &str, n: usize, size: usize) {
+    if n == FILL_CAP {
+        hprintln!(
+            "{} heap: {} blocks of {} B and no null yet (the test's cap)",
+            heap,
+            n,
+            size
+        );
+    } else {
+        hprintln!("{} heap: {} blocks of {} B before null", heap, n, size);
+    }
 }
 
 fn collections() {
@@ -418,7 +435,7 @@ fn main() -> ! {
     for size in [24, 200, 1500, 9000] {
         let first = fill_until_null(&SMALL, size);
         let again = fill_until_null(&SMALL, size);
-        hprintln!("64 KiB heap: {} blocks of {} B before null", first, size);
+        report_fill("64 KiB", first, size);
         check!(
             first > 0 && first == again,
             "{size} B: {first} then {again} blocks"
@@ -447,7 +464,7 @@ fn main() -> ! {
     for size in [24, 200, 1500, 9000, 30_000] {
         let first = fill_until_null(&BIG, size);
         let again = fill_until_null(&BIG, size);
-        hprintln!("1 MiB heap: {} blocks of {} B before null", first, size);
+        report_fill("1 MiB", first, size);
         check!(
             first > 0 && first == again,
             "{size} B: {first} then {again} blocks"
