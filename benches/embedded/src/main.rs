@@ -40,13 +40,14 @@ const TARGET_LIVE: usize = 300;
 
 type Dyn = Box<dyn GlobalAlloc + Sync>;
 
-/// An allocator under test: a name and a constructor over `[base, base + size)`.
+/// An allocator under test: a name and a constructor over `[base, base + size)`
+/// for a given number of threads.
 struct Contender {
     name: &'static str,
     /// # Safety
     /// The range is writable memory that nothing else uses while the
     /// returned allocator lives.
-    make: unsafe fn(*mut u8, usize) -> Dyn,
+    make: unsafe fn(*mut u8, usize, usize) -> Dyn,
 }
 
 thread_local! {
@@ -56,17 +57,29 @@ fn thread_cpu() -> usize {
     CPU.with(|c| c.get())
 }
 
-unsafe fn make_hakmem<G: Geometry>(base: *mut u8, size: usize) -> Dyn {
-    // Bitmaps for 4096 segments: 16 MiB fits even 4 KiB segments.
-    let a = Box::new(BareMetal::<2, G, 128>::new(thread_cpu));
-    // SAFETY: forwarded from the caller.
-    let got = unsafe { a.init_raw(base, size) }.expect("hakmem: region refused");
-    assert_eq!(got, size, "the region is segment aligned");
+/// hakmem as it would be deployed for `threads` CPUs: one slot per thread
+/// (a single-CPU build never calls the CPU-id function), and bitmaps for 4096
+/// segments, so 16 MiB fits even 4 KiB segments.
+unsafe fn make_hakmem<G: Geometry>(base: *mut u8, size: usize, threads: usize) -> Dyn {
+    let a: Dyn = if threads == 1 {
+        let a = Box::new(BareMetal::<1, G, 128>::new(thread_cpu));
+        // SAFETY: forwarded from the caller.
+        let got = unsafe { a.init_raw(base, size) }.expect("hakmem: region refused");
+        assert_eq!(got, size, "the region is segment aligned");
+        a
+    } else {
+        assert_eq!(threads, 2);
+        let a = Box::new(BareMetal::<2, G, 128>::new(thread_cpu));
+        // SAFETY: forwarded from the caller.
+        let got = unsafe { a.init_raw(base, size) }.expect("hakmem: region refused");
+        assert_eq!(got, size, "the region is segment aligned");
+        a
+    };
     a
 }
 
 type TalcLock = talc::TalcLock<spinning_top::RawSpinlock, talc::source::Manual>;
-unsafe fn make_talc(base: *mut u8, size: usize) -> Dyn {
+unsafe fn make_talc(base: *mut u8, size: usize, _threads: usize) -> Dyn {
     let t = TalcLock::new(talc::source::Manual);
     // SAFETY: forwarded from the caller.
     unsafe { t.lock().claim(base, size) }.expect("talc: claim failed");
@@ -110,7 +123,7 @@ unsafe impl GlobalAlloc for Rlsf {
         }
     }
 }
-unsafe fn make_rlsf(base: *mut u8, size: usize) -> Dyn {
+unsafe fn make_rlsf(base: *mut u8, size: usize, _threads: usize) -> Dyn {
     let mut t = Tlsf::new();
     let block = NonNull::slice_from_raw_parts(NonNull::new(base).unwrap(), size);
     // SAFETY: forwarded from the caller.
@@ -118,7 +131,7 @@ unsafe fn make_rlsf(base: *mut u8, size: usize) -> Dyn {
     Box::new(Rlsf(spin::mutex::SpinMutex::new(t)))
 }
 
-unsafe fn make_lla(base: *mut u8, size: usize) -> Dyn {
+unsafe fn make_lla(base: *mut u8, size: usize, _threads: usize) -> Dyn {
     let h = linked_list_allocator::LockedHeap::empty();
     // SAFETY: forwarded from the caller.
     unsafe { h.lock().init(base, size) };
@@ -303,7 +316,7 @@ fn bench_ra(r: &Region, o: &Opts) {
                         .map(|t| {
                             let reg = Region { base: r.base, size };
                             // SAFETY: the region is free: the previous allocator is gone.
-                            let a = unsafe { (c.make)(reg.base, size) };
+                            let a = unsafe { (c.make)(reg.base, size, threads) };
                             let barrier = Barrier::new(threads);
                             let dur = Duration::from_millis(o.ms);
                             let total: u64 = std::thread::scope(|s| {
@@ -349,7 +362,7 @@ fn bench_ra(r: &Region, o: &Opts) {
 /// Requested bytes live at the first failed allocation, as a share of the region.
 fn efficiency_round(c: &Contender, r: &Region, size: usize, max: usize, seed: u64) -> f64 {
     // SAFETY: the region is free: the previous allocator is gone.
-    let a = unsafe { (c.make)(r.base, size) };
+    let a = unsafe { (c.make)(r.base, size, 1) };
     let reg = Region { base: r.base, size };
     let mut rng = Rng(seed);
     let mut v: Vec<(*mut u8, Layout)> = Vec::new();
@@ -519,7 +532,7 @@ fn bench_wc(r: &Region, o: &Opts) {
                 let mut best = vec![u64::MAX; ops];
                 for _ in 0..trials {
                     // SAFETY: the region is free: the previous allocator is gone.
-                    let a = unsafe { (c.make)(r.base, size) };
+                    let a = unsafe { (c.make)(r.base, size, 1) };
                     let reg = Region { base: r.base, size };
                     let cy = op_cycles(&*a, &reg, c.name, max, ops, 0xc0de);
                     for (b, c) in best.iter_mut().zip(cy) {
