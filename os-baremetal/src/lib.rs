@@ -111,9 +111,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-pub use hakmem_core::{
-    Allocator, Config, Fault, FaultKind, Geo, Geometry, LocalHeap, Small, Stats,
-};
+pub use hakmem_core::{Allocator, Config, Fault, FaultKind, Geo, Geometry, LocalHeap, Small, Stats};
 pub use region::{AddError, DEFAULT_MAP_WORDS, MAX_AREAS, StaticRegion};
 
 /// The default geometry, for heaps of tens to hundreds of KiB: 8 KiB
@@ -188,11 +186,7 @@ struct Slot {
 
 impl Slot {
     const fn new() -> Slot {
-        Slot {
-            busy: AtomicBool::new(false),
-            frees: AtomicU32::new(0),
-            heap: UnsafeCell::new(LocalHeap::new()),
-        }
+        Slot { busy: AtomicBool::new(false), frees: AtomicU32::new(0), heap: UnsafeCell::new(LocalHeap::new()) }
     }
 
     /// Take the slot if it is free.
@@ -228,11 +222,7 @@ impl Slot {
 /// [`StaticRegion`] with `CPUS` per-CPU local heaps, for geometry `G`, over
 /// at most `32 × MAP_WORDS` segments of memory. See the crate docs for the CPU
 /// slots and interrupt safety.
-pub struct BareMetal<
-    const CPUS: usize = 1,
-    G: Geometry = Tiny,
-    const MAP_WORDS: usize = DEFAULT_MAP_WORDS,
-> {
+pub struct BareMetal<const CPUS: usize = 1, G: Geometry = Tiny, const MAP_WORDS: usize = DEFAULT_MAP_WORDS> {
     core: Allocator<StaticRegion<G, MAP_WORDS>, G>,
     cpu_id: fn() -> usize,
     guard: Option<InterruptGuard>,
@@ -252,10 +242,7 @@ pub struct BareMetal<
 // SAFETY: every slot's heap is reached only by the holder of its flag (an
 // Acquire/Release try-lock), and the core allocator and the region are built
 // for use from several CPUs at once.
-unsafe impl<const CPUS: usize, G: Geometry, const MAP_WORDS: usize> Sync
-    for BareMetal<CPUS, G, MAP_WORDS>
-{
-}
+unsafe impl<const CPUS: usize, G: Geometry, const MAP_WORDS: usize> Sync for BareMetal<CPUS, G, MAP_WORDS> {}
 
 impl<const CPUS: usize, G: Geometry, const MAP_WORDS: usize> BareMetal<CPUS, G, MAP_WORDS> {
     /// An allocator with no memory yet (every allocation returns null until
@@ -391,9 +378,7 @@ impl<const CPUS: usize, G: Geometry, const MAP_WORDS: usize> BareMetal<CPUS, G, 
             .slots
             .iter()
             .chain(core::iter::once(&self.fallback))
-            .fold(self.refills.load(Ordering::Relaxed), |t, s| {
-                t.wrapping_add(s.frees.load(Ordering::Relaxed))
-            });
+            .fold(self.refills.load(Ordering::Relaxed), |t, s| t.wrapping_add(s.frees.load(Ordering::Relaxed)));
         // Relaxed: a heuristic; a stale count costs one reclaim more or less.
         self.reclaim_mark.swap(total, Ordering::Relaxed) != total
     }
@@ -439,11 +424,7 @@ impl<const CPUS: usize, G: Geometry, const MAP_WORDS: usize> BareMetal<CPUS, G, 
     fn alloc_fallback(&self, layout: Layout) -> *mut u8 {
         self.with_fallback(|h| {
             let p = self.core.alloc_fast(h, layout);
-            if p.is_null() {
-                self.alloc_slow_masked(h, layout)
-            } else {
-                p
-            }
+            if p.is_null() { self.alloc_slow_masked(h, layout) } else { p }
         })
     }
 
@@ -458,9 +439,7 @@ impl<const CPUS: usize, G: Geometry, const MAP_WORDS: usize> BareMetal<CPUS, G, 
 // aligned to `layout.align()` that overlaps no other live block (the core's
 // guarantee); `dealloc` and `realloc` hand the core exactly what it returned.
 // This adapter only routes each call to a heap that one caller holds at a time.
-unsafe impl<const CPUS: usize, G: Geometry, const MAP_WORDS: usize> GlobalAlloc
-    for BareMetal<CPUS, G, MAP_WORDS>
-{
+unsafe impl<const CPUS: usize, G: Geometry, const MAP_WORDS: usize> GlobalAlloc for BareMetal<CPUS, G, MAP_WORDS> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let Some(s) = self.slot() else {

@@ -109,20 +109,10 @@ impl<G: Geometry, const MAP_WORDS: usize> StaticRegion<G, MAP_WORDS> {
     pub const fn new() -> Self {
         StaticRegion {
             count: AtomicUsize::new(0),
-            areas: [const {
-                Area {
-                    base: AtomicUsize::new(0),
-                    len: AtomicUsize::new(0),
-                    first: AtomicUsize::new(0),
-                }
-            }; MAX_AREAS],
+            areas: [const { Area { base: AtomicUsize::new(0), len: AtomicUsize::new(0), first: AtomicUsize::new(0) } };
+                MAX_AREAS],
             starts: [const { AtomicU32::new(0) }; MAP_WORDS],
-            inner: spin::mutex::SpinMutex::new(Inner {
-                used: [0; MAP_WORDS],
-                granules: 0,
-                live: 0,
-                hint: 0,
-            }),
+            inner: spin::mutex::SpinMutex::new(Inner { used: [0; MAP_WORDS], granules: 0, live: 0, hint: 0 }),
             _geometry: PhantomData,
         }
     }
@@ -157,10 +147,7 @@ impl<G: Geometry, const MAP_WORDS: usize> StaticRegion<G, MAP_WORDS> {
             return Err(AddError::TooManyAreas);
         }
         for a in &self.areas[..n] {
-            let (b, l) = (
-                a.base.load(Ordering::Relaxed),
-                a.len.load(Ordering::Relaxed),
-            );
+            let (b, l) = (a.base.load(Ordering::Relaxed), a.len.load(Ordering::Relaxed));
             if lo < b + l && b < hi {
                 return Err(AddError::Overlaps);
             }
@@ -270,15 +257,7 @@ impl<const W: usize> Inner<W> {
     /// First run of `n` free granules in `[first, first + count)` whose start
     /// index `g` makes `base + (g - first) * gran` a multiple of `align`.
     /// Granules below `self.hint` are all in use, so the search starts there.
-    fn find(
-        &self,
-        base: usize,
-        first: usize,
-        count: usize,
-        n: usize,
-        align: usize,
-        shift: u32,
-    ) -> Option<usize> {
+    fn find(&self, base: usize, first: usize, count: usize, n: usize, align: usize, shift: u32) -> Option<usize> {
         let end = first + count;
         // Index of the first aligned granule at or after `g`.
         let aligned = |g: usize| -> usize {
@@ -333,10 +312,7 @@ unsafe impl<G: Geometry, const MAP_WORDS: usize> PageSource for StaticRegion<G, 
                 let addr = base + ((g - first) << Self::SHIFT);
                 // `add_raw` exposed the area's provenance.
                 let p = core::ptr::with_exposed_provenance_mut::<u8>(addr);
-                return Some(Reservation {
-                    base: NonNull::new(p)?,
-                    zeroed: false,
-                });
+                return Some(Reservation { base: NonNull::new(p)?, zeroed: false });
             }
         }
         None
@@ -368,8 +344,7 @@ unsafe impl<G: Geometry, const MAP_WORDS: usize> PageSource for StaticRegion<G, 
             inner.mark(g + new_n, old_n - new_n, false);
             return Some(base);
         }
-        let end =
-            area.first.load(Ordering::Relaxed) + (area.len.load(Ordering::Relaxed) >> Self::SHIFT);
+        let end = area.first.load(Ordering::Relaxed) + (area.len.load(Ordering::Relaxed) >> Self::SHIFT);
         if g + new_n > end || (g + old_n..g + new_n).any(|i| inner.is_used(i)) {
             return None;
         }
@@ -445,8 +420,7 @@ mod tests {
         // `a` spans two granules: growing to three needs the next one free.
         // SAFETY: `a` is live with the sizes given.
         let grown = unsafe { src.resize(a, 2 * GRAN, 3 * GRAN, GRAN, false) };
-        let next_free = !src.owns(a.as_ptr().addr() + 2 * GRAN)
-            && b.as_ptr().addr() != a.as_ptr().addr() + 2 * GRAN;
+        let next_free = !src.owns(a.as_ptr().addr() + 2 * GRAN) && b.as_ptr().addr() != a.as_ptr().addr() + 2 * GRAN;
         assert_eq!(grown.is_some(), next_free);
         // SAFETY: as above; shrinking always works in place.
         let shrunk = unsafe { src.resize(b, 3 * GRAN, GRAN, GRAN, true) };

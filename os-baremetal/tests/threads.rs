@@ -66,11 +66,7 @@ fn check(p: *mut u8, n: usize, seed: u8) {
     for i in 0..n {
         // SAFETY: as in `fill`.
         let b = unsafe { p.add(i).read() };
-        assert_eq!(
-            b,
-            seed.wrapping_add(i as u8),
-            "corrupted byte {i} of a {n}-byte block"
-        );
+        assert_eq!(b, seed.wrapping_add(i as u8), "corrupted byte {i} of a {n}-byte block");
     }
 }
 
@@ -249,27 +245,15 @@ fn exhaustion_returns_null_and_memory_comes_back() {
         let first = fill_until_full(&A, 7, max);
         // Every size class in use holds a span of its own (about eight blocks),
         // so a 64 KiB heap fills up long before its bytes do; see PORTING.md.
-        assert!(
-            first > 8 * 1024,
-            "a 64 KiB heap gave only {first} B (max {max})"
-        );
+        assert!(first > 8 * 1024, "a 64 KiB heap gave only {first} B (max {max})");
         let fills: Vec<usize> = (0..6).map(|_| fill_until_full(&A, 7, max)).collect();
         // Layouts differ from fill to fill (what the bins hold when the heap
         // runs out), but the heap settles, and nothing is lost for good.
         let (lo, hi) = (*fills.iter().min().unwrap(), *fills.iter().max().unwrap());
-        assert!(
-            lo * 4 >= hi * 3,
-            "fills vary too much (max {max}): {fills:?}"
-        );
-        assert!(
-            lo * 4 >= first * 3,
-            "memory lost (max {max}): {first} then {fills:?}"
-        );
+        assert!(lo * 4 >= hi * 3, "fills vary too much (max {max}): {fills:?}");
+        assert!(lo * 4 >= first * 3, "memory lost (max {max}): {first} then {fills:?}");
         // A leak would make every fill smaller than the one before.
-        assert!(
-            fills[3] == fills[5] || fills[2] == fills[4],
-            "no steady state: {fills:?}"
-        );
+        assert!(fills[3] == fills[5] || fills[2] == fills[4], "no steady state: {fills:?}");
     }
 
     // Bigger than the heap: null, not a crash.
@@ -323,36 +307,22 @@ fn unmask(prev: usize) {
 #[test]
 fn interrupt_guard_wraps_locking_calls() {
     static A: BareMetal =
-        BareMetal::new(hakmem_baremetal::cpu0).with_interrupt_guard(InterruptGuard {
-            disable: mask,
-            restore: unmask,
-        });
+        BareMetal::new(hakmem_baremetal::cpu0).with_interrupt_guard(InterruptGuard { disable: mask, restore: unmask });
     A.init(region(256 * 1024)).unwrap();
     let l = Layout::from_size_align(48, 8).unwrap();
     // SAFETY: a non-zero size.
     let p = unsafe { A.alloc(l) };
-    assert!(
-        MASKS.load(Ordering::Relaxed) >= 1,
-        "the slow path ran unmasked"
-    );
+    assert!(MASKS.load(Ordering::Relaxed) >= 1, "the slow path ran unmasked");
     // SAFETY: the block just allocated.
     unsafe { A.dealloc(p, l) };
     let before = MASKS.load(Ordering::Relaxed);
     // SAFETY: as above.
     let q = unsafe { A.alloc(l) };
     assert_eq!(q, p, "a fast-path allocation should reuse the freed block");
-    assert_eq!(
-        MASKS.load(Ordering::Relaxed),
-        before,
-        "the fast path masked interrupts"
-    );
+    assert_eq!(MASKS.load(Ordering::Relaxed), before, "the fast path masked interrupts");
     // SAFETY: as above.
     unsafe { A.dealloc(q, l) };
-    assert_eq!(
-        MASKS.load(Ordering::Relaxed),
-        before + 1,
-        "a free ran unmasked"
-    );
+    assert_eq!(MASKS.load(Ordering::Relaxed), before + 1, "a free ran unmasked");
     assert_eq!(DEPTH.load(Ordering::Relaxed), 0);
 }
 

@@ -87,8 +87,7 @@ unsafe fn make_talc(base: *mut u8, size: usize, _threads: usize) -> Dyn {
 }
 
 /// rlsf with the parameters talc's benchmark uses for it.
-type Tlsf =
-    rlsf::Tlsf<'static, usize, usize, { usize::BITS as usize - 12 }, { usize::BITS as usize }>;
+type Tlsf = rlsf::Tlsf<'static, usize, usize, { usize::BITS as usize - 12 }, { usize::BITS as usize }>;
 struct Rlsf(spin::mutex::SpinMutex<Tlsf>);
 // SAFETY: the pool is only reached through the lock.
 unsafe impl Sync for Rlsf {}
@@ -97,28 +96,18 @@ unsafe impl Send for Rlsf {}
 // SAFETY: forwards to rlsf, which returns blocks of the layout or None.
 unsafe impl GlobalAlloc for Rlsf {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.0
-            .lock()
-            .allocate(layout)
-            .map_or(std::ptr::null_mut(), NonNull::as_ptr)
+        self.0.lock().allocate(layout).map_or(std::ptr::null_mut(), NonNull::as_ptr)
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: a block of this pool with this alignment.
-        unsafe {
-            self.0
-                .lock()
-                .deallocate(NonNull::new_unchecked(ptr), layout.align())
-        }
+        unsafe { self.0.lock().deallocate(NonNull::new_unchecked(ptr), layout.align()) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: a block of this pool; the new layout is valid (GlobalAlloc's contract).
         unsafe {
             self.0
                 .lock()
-                .reallocate(
-                    NonNull::new_unchecked(ptr),
-                    Layout::from_size_align_unchecked(new_size, layout.align()),
-                )
+                .reallocate(NonNull::new_unchecked(ptr), Layout::from_size_align_unchecked(new_size, layout.align()))
                 .map_or(std::ptr::null_mut(), NonNull::as_ptr)
         }
     }
@@ -139,30 +128,12 @@ unsafe fn make_lla(base: *mut u8, size: usize, _threads: usize) -> Dyn {
 }
 
 const CONTENDERS: &[Contender] = &[
-    Contender {
-        name: "hakmem Tiny 8K/1K",
-        make: make_hakmem::<Tiny>,
-    },
-    Contender {
-        name: "hakmem Small 32K/1K",
-        make: make_hakmem::<Small>,
-    },
-    Contender {
-        name: "hakmem Compact 64K/4K",
-        make: make_hakmem::<Compact>,
-    },
-    Contender {
-        name: "talc",
-        make: make_talc,
-    },
-    Contender {
-        name: "rlsf",
-        make: make_rlsf,
-    },
-    Contender {
-        name: "linked_list_allocator",
-        make: make_lla,
-    },
+    Contender { name: "hakmem Tiny 8K/1K", make: make_hakmem::<Tiny> },
+    Contender { name: "hakmem Small 32K/1K", make: make_hakmem::<Small> },
+    Contender { name: "hakmem Compact 64K/4K", make: make_hakmem::<Compact> },
+    Contender { name: "talc", make: make_talc },
+    Contender { name: "rlsf", make: make_rlsf },
+    Contender { name: "linked_list_allocator", make: make_lla },
 ];
 
 /// xorshift64*: cheap and reproducible.
@@ -203,22 +174,12 @@ impl Region {
         let ok = p.addr() >= self.base.addr()
             && p.addr() + size <= self.base.addr() + self.size
             && p.addr().is_multiple_of(layout_align);
-        assert!(
-            ok,
-            "{who} returned {p:p} (+{size}) outside the region or misaligned"
-        );
+        assert!(ok, "{who} returned {p:p} (+{size}) outside the region or misaligned");
     }
 }
 
 /// One thread of random actions on `a` for `dur`; returns successful actions.
-fn random_actions(
-    a: &dyn GlobalAlloc,
-    r: &Region,
-    who: &str,
-    max: usize,
-    dur: Duration,
-    seed: u64,
-) -> u64 {
+fn random_actions(a: &dyn GlobalAlloc, r: &Region, who: &str, max: usize, dur: Duration, seed: u64) -> u64 {
     let mut rng = Rng(seed);
     let mut v: Vec<(*mut u8, Layout)> = Vec::with_capacity(100_000);
     let mut score = 0u64;
@@ -266,11 +227,7 @@ fn random_actions(
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
 struct Opts {
@@ -285,19 +242,12 @@ struct Opts {
 fn contenders(o: &Opts) -> Vec<&'static Contender> {
     CONTENDERS
         .iter()
-        .filter(|c| {
-            o.only
-                .as_ref()
-                .is_none_or(|f| c.name.contains(f.as_str()) || c.name == "talc")
-        })
+        .filter(|c| o.only.as_ref().is_none_or(|f| c.name.contains(f.as_str()) || c.name == "talc"))
         .collect()
 }
 
 fn bench_ra(r: &Region, o: &Opts) {
-    println!(
-        "\n## Random actions: successful actions per second (median of {} trials of {} ms)\n",
-        o.trials, o.ms
-    );
+    println!("\n## Random actions: successful actions per second (median of {} trials of {} ms)\n", o.trials, o.ms);
     for threads in [1usize, 2] {
         for &size in &o.regions {
             println!("### {} KiB region, {threads} thread(s)\n", size >> 10);
@@ -409,9 +359,7 @@ fn efficiency_round(c: &Contender, r: &Region, size: usize, max: usize, seed: u6
 }
 
 fn bench_he(r: &Region, o: &Opts) {
-    println!(
-        "\n## Heap efficiency: % of the region live (requested bytes) at the first failed allocation\n"
-    );
+    println!("\n## Heap efficiency: % of the region live (requested bytes) at the first failed allocation\n");
     for &size in &o.regions {
         let rounds = match (o.quick, size) {
             (true, _) => 2,
@@ -428,11 +376,8 @@ fn bench_he(r: &Region, o: &Opts) {
         for c in contenders(o) {
             print!("| {} |", c.name);
             for &max in &o.maxes {
-                let sum: f64 = (0..rounds)
-                    .map(|i| {
-                        efficiency_round(c, r, size, max, 0xe ^ ((i as u64) << 16) ^ max as u64)
-                    })
-                    .sum();
+                let sum: f64 =
+                    (0..rounds).map(|i| efficiency_round(c, r, size, max, 0xe ^ ((i as u64) << 16) ^ max as u64)).sum();
                 print!(" {:.1}% |", 100.0 * sum / rounds as f64);
             }
             println!();
@@ -456,14 +401,7 @@ fn stamp() -> u64 {
 }
 
 /// Cycles of each operation of a random-actions run of `ops` operations.
-fn op_cycles(
-    a: &dyn GlobalAlloc,
-    r: &Region,
-    who: &str,
-    max: usize,
-    ops: usize,
-    seed: u64,
-) -> Vec<u64> {
+fn op_cycles(a: &dyn GlobalAlloc, r: &Region, who: &str, max: usize, ops: usize, seed: u64) -> Vec<u64> {
     let mut rng = Rng(seed);
     let mut v: Vec<(*mut u8, Layout)> = Vec::with_capacity(100_000);
     let mut cycles = Vec::with_capacity(ops);
@@ -551,14 +489,8 @@ fn bench_wc(r: &Region, o: &Opts) {
 }
 
 fn main() {
-    let mut o = Opts {
-        regions: REGIONS.to_vec(),
-        maxes: MAX_SIZES.to_vec(),
-        quick: false,
-        only: None,
-        trials: 5,
-        ms: 200,
-    };
+    let mut o =
+        Opts { regions: REGIONS.to_vec(), maxes: MAX_SIZES.to_vec(), quick: false, only: None, trials: 5, ms: 200 };
     let mut which = Vec::new();
     for a in std::env::args().skip(1) {
         if a == "--quick" {
@@ -570,15 +502,9 @@ fn main() {
         } else if let Some(v) = a.strip_prefix("--trials=") {
             o.trials = v.parse().expect("--trials=N");
         } else if let Some(v) = a.strip_prefix("--region=") {
-            o.regions = v
-                .split(',')
-                .map(|k| k.parse::<usize>().expect("--region=KiB,...") << 10)
-                .collect();
+            o.regions = v.split(',').map(|k| k.parse::<usize>().expect("--region=KiB,...") << 10).collect();
         } else if let Some(v) = a.strip_prefix("--max=") {
-            o.maxes = v
-                .split(',')
-                .map(|k| k.parse().expect("--max=B,..."))
-                .collect();
+            o.maxes = v.split(',').map(|k| k.parse().expect("--max=B,...")).collect();
         } else if let Some(v) = a.strip_prefix("--ms=") {
             o.ms = v.parse().expect("--ms=N");
         } else if ["ra", "he", "wc"].contains(&a.as_str()) {
@@ -592,14 +518,7 @@ fn main() {
         which = vec!["ra".into(), "he".into(), "wc".into()];
     }
     let r = Region::new(REGIONS[2]);
-    println!(
-        "# hakmem-bench-embedded ({} build)",
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
-    );
+    println!("# hakmem-bench-embedded ({} build)", if cfg!(debug_assertions) { "debug" } else { "release" });
     for w in which {
         match w.as_str() {
             "ra" => bench_ra(&r, &o),

@@ -46,17 +46,13 @@ fn irq_restore(was_enabled: usize) {
     }
 }
 
-const GUARD: InterruptGuard = InterruptGuard {
-    disable: irq_disable,
-    restore: irq_restore,
-};
+const GUARD: InterruptGuard = InterruptGuard { disable: irq_disable, restore: irq_restore };
 
 #[global_allocator]
 static SMALL: BareMetal = BareMetal::new(hakmem_baremetal::cpu0).with_interrupt_guard(GUARD);
 
 /// The 1 MiB heap uses the geometry meant for heaps of a MiB or more.
-static BIG: BareMetal<1, Compact> =
-    BareMetal::new(hakmem_baremetal::cpu0).with_interrupt_guard(GUARD);
+static BIG: BareMetal<1, Compact> = BareMetal::new(hakmem_baremetal::cpu0).with_interrupt_guard(GUARD);
 
 /// Heap memory aligned to a segment (of either geometry), so none of it is
 /// lost to alignment.
@@ -128,22 +124,9 @@ struct Tally {
 /// block must lie inside `[lo, hi)`. Bookkeeping lives on the stack, so the
 /// heap holds only the blocks under test.
 #[allow(clippy::too_many_arguments)]
-fn workload(
-    a: &dyn GlobalAlloc,
-    seed: u32,
-    ops: u32,
-    max: usize,
-    slots: usize,
-    lo: usize,
-    hi: usize,
-) -> Tally {
+fn workload(a: &dyn GlobalAlloc, seed: u32, ops: u32, max: usize, slots: usize, lo: usize, hi: usize) -> Tally {
     let mut rng = Rng(seed);
-    let mut live = [Live {
-        ptr: core::ptr::null_mut(),
-        size: 0,
-        align: 1,
-        seed: 0,
-    }; SLOTS];
+    let mut live = [Live { ptr: core::ptr::null_mut(), size: 0, align: 1, seed: 0 }; SLOTS];
     let mut t = Tally::default();
     let mut bytes = 0usize;
     let in_heap = |p: *mut u8, n: usize| p.addr() >= lo && p.addr() + n <= hi;
@@ -163,12 +146,7 @@ fn workload(
             check!(in_heap(p, size), "block {p:p}+{size} outside the heap");
             let seed = rng.next() as u8;
             fill(p, size, seed);
-            *s = Live {
-                ptr: p,
-                size,
-                align,
-                seed,
-            };
+            *s = Live { ptr: p, size, align, seed };
             t.allocs += 1;
             bytes += size;
             t.peak_bytes = t.peak_bytes.max(bytes);
@@ -236,12 +214,7 @@ fn fill_until_null(a: &dyn GlobalAlloc, size: usize) -> usize {
 
 fn report_fill(heap: &str, n: usize, size: usize) {
     if n == FILL_CAP {
-        hprintln!(
-            "{} heap: {} blocks of {} B and no null yet (the test's cap)",
-            heap,
-            n,
-            size
-        );
+        hprintln!("{} heap: {} blocks of {} B and no null yet (the test's cap)", heap, n, size);
     } else {
         hprintln!("{} heap: {} blocks of {} B before null", heap, n, size);
     }
@@ -252,10 +225,7 @@ fn collections() {
     for i in 0..2000 {
         v.push(i * 3);
     }
-    check!(
-        v.iter().enumerate().all(|(i, &x)| x == i as u32 * 3),
-        "Vec contents"
-    );
+    check!(v.iter().enumerate().all(|(i, &x)| x == i as u32 * 3), "Vec contents");
     v.retain(|x| x % 2 == 0);
     v.shrink_to_fit();
     check!(v.len() == 1000, "Vec::retain kept {}", v.len());
@@ -272,17 +242,11 @@ fn collections() {
     let ok = (0..300u32).all(|i| {
         let k = i.wrapping_mul(2_654_435_761) % 10_007;
         match m.get(&k) {
-            Some(s) => {
-                i % 2 == 1 && s.starts_with("value-") && s.ends_with(&alloc::format!("-{}", i * i))
-            }
+            Some(s) => i % 2 == 1 && s.starts_with("value-") && s.ends_with(&alloc::format!("-{}", i * i)),
             None => i % 2 == 0,
         }
     });
-    check!(
-        ok && m.len() == 150,
-        "BTreeMap contents ({} entries)",
-        m.len()
-    );
+    check!(ok && m.len() == 150, "BTreeMap contents ({} entries)", m.len());
 
     let mut s = String::new();
     for w in ["hakmem", " on", " a", " Cortex-M4"] {
@@ -349,34 +313,19 @@ fn SysTick() {
 fn main() -> ! {
     let one = Layout::from_size_align(16, 8).unwrap();
     // SAFETY: a non-zero size.
-    check!(
-        unsafe { SMALL.alloc(one) }.is_null(),
-        "allocation before init"
-    );
+    check!(unsafe { SMALL.alloc(one) }.is_null(), "allocation before init");
     // SAFETY: as above.
-    check!(
-        unsafe { BIG.alloc(one) }.is_null(),
-        "allocation before init (1 MiB)"
-    );
+    check!(unsafe { BIG.alloc(one) }.is_null(), "allocation before init (1 MiB)");
 
     // SAFETY: the heaps are used only here, once, to hand them over.
-    let (h64, h1m) = unsafe {
-        (
-            &mut (*addr_of_mut!(HEAP_64K)).0,
-            &mut (*addr_of_mut!(HEAP_1M)).0,
-        )
-    };
+    let (h64, h1m) = unsafe { (&mut (*addr_of_mut!(HEAP_64K)).0, &mut (*addr_of_mut!(HEAP_1M)).0) };
     let (lo64, hi64) = (h64.as_ptr().addr(), h64.as_ptr().addr() + h64.len());
     let (lo1m, hi1m) = (h1m.as_ptr().addr(), h1m.as_ptr().addr() + h1m.len());
     let got64 = SMALL.init(h64);
     let got1m = BIG.init(h1m);
     check!(got64 == Ok(64 * 1024), "64 KiB heap: init gave {got64:?}");
     check!(got1m == Ok(1024 * 1024), "1 MiB heap: init gave {got1m:?}");
-    hprintln!(
-        "hakmem-baremetal on Cortex-M4: heaps of {:?} and {:?} bytes",
-        got64,
-        got1m
-    );
+    hprintln!("hakmem-baremetal on Cortex-M4: heaps of {:?} and {:?} bytes", got64, got1m);
     hprintln!(
         "allocator statics: {} B (Tiny, 1 CPU), {} B (Compact, 1 CPU)",
         core::mem::size_of_val(&SMALL),
@@ -402,10 +351,7 @@ fn main() -> ! {
         t.failed_allocs,
         t.peak_bytes
     );
-    check!(
-        t.allocs > 5_000 && t.frees > 5_000,
-        "64 KiB workload did too little"
-    );
+    check!(t.allocs > 5_000 && t.frees > 5_000, "64 KiB workload did too little");
 
     cp.SYST.disable_interrupt();
     cp.SYST.disable_counter();
@@ -415,31 +361,19 @@ fn main() -> ! {
         unsafe { SMALL.dealloc(kept, IRQ_LAYOUT) };
     }
     let irq = IRQ_ALLOCS.load(Ordering::Relaxed);
-    hprintln!(
-        "SysTick handler: {} rounds of alloc/free during the run",
-        irq
-    );
+    hprintln!("SysTick handler: {} rounds of alloc/free during the run", irq);
     check!(irq > 100, "the interrupt handler hardly ran ({irq})");
-    check!(
-        IRQ_FAILS.load(Ordering::Relaxed) == 0,
-        "interrupt blocks corrupted"
-    );
+    check!(IRQ_FAILS.load(Ordering::Relaxed) == 0, "interrupt blocks corrupted");
 
     // Exhaustion: null (no crash), and every byte comes back.
     let huge = Layout::from_size_align(100 * 1024, 8).unwrap();
     // SAFETY: a non-zero size.
-    check!(
-        unsafe { SMALL.alloc(huge) }.is_null(),
-        "100 KiB from a 64 KiB heap"
-    );
+    check!(unsafe { SMALL.alloc(huge) }.is_null(), "100 KiB from a 64 KiB heap");
     for size in [24, 200, 1500, 9000] {
         let first = fill_until_null(&SMALL, size);
         let again = fill_until_null(&SMALL, size);
         report_fill("64 KiB", first, size);
-        check!(
-            first > 0 && first == again,
-            "{size} B: {first} then {again} blocks"
-        );
+        check!(first > 0 && first == again, "{size} B: {first} then {again} blocks");
     }
 
     let t = workload(&BIG, 0x0bad_cafe, 30_000, 30_000, 64, lo1m, hi1m);
@@ -451,32 +385,18 @@ fn main() -> ! {
         t.failed_allocs,
         t.peak_bytes
     );
-    check!(
-        t.allocs > 5_000 && t.frees > 5_000,
-        "1 MiB workload did too little"
-    );
+    check!(t.allocs > 5_000 && t.frees > 5_000, "1 MiB workload did too little");
     let s = BIG.stats();
-    check!(
-        s.large_live == 0,
-        "1 MiB heap: {} Large blocks leaked",
-        s.large_live
-    );
+    check!(s.large_live == 0, "1 MiB heap: {} Large blocks leaked", s.large_live);
     for size in [24, 200, 1500, 9000, 30_000] {
         let first = fill_until_null(&BIG, size);
         let again = fill_until_null(&BIG, size);
         report_fill("1 MiB", first, size);
-        check!(
-            first > 0 && first == again,
-            "{size} B: {first} then {again} blocks"
-        );
+        check!(first > 0 && first == again, "{size} B: {first} then {again} blocks");
     }
 
     let (a, b) = (SMALL.stats(), BIG.stats());
-    hprintln!(
-        "metadata: {} pages of 1 KiB (64 KiB heap), {} pages of 4 KiB (1 MiB heap)",
-        a.meta_pages,
-        b.meta_pages
-    );
+    hprintln!("metadata: {} pages of 1 KiB (64 KiB heap), {} pages of 4 KiB (1 MiB heap)", a.meta_pages, b.meta_pages);
 
     let failures = FAILURES.load(Ordering::Relaxed);
     if failures == 0 {
