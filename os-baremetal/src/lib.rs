@@ -38,13 +38,28 @@
 //! allocation fast path is a pop from the heap's bins with no other atomic
 //! operation. If the flag is taken — an interrupt handler that interrupted an
 //! allocator call on the same CPU, or a thread that read its CPU id and then
-//! migrated — the call does not touch that heap: allocations go through a
+//! migrated — the call tries the next slots, up to `Config::trylock_probes`
+//! slots in all (`HAKMEM_TRYLOCK_PROBES`; 1, the default, tries its own
+//! only; 0 sends every call to the fallback path), and if none is free it
+//! does not touch any heap: allocations go through a
 //! fallback heap shared by all such calls (behind a lock, like the core's
 //! shared heap, but owned by the adapter so that it can be flushed when memory
 //! runs out), and frees through [`Allocator::free_detached`] (a lock-free push
 //! onto the owning heap's remote-free list, which the owner drains later). A
-//! `cpu_id()` at or above `CPUS` also takes the fallback path. Frees of blocks
+//! `cpu_id()` at or above `CPUS` has no slot of its own: it tries
+//! `trylock_probes - 1` others, then the fallback path. Frees of blocks
 //! another CPU allocated go through the core's remote-free path.
+//! [`BareMetal::fallback_calls`] counts the calls that took the fallback path.
+//!
+//! # Configuration
+//!
+//! The adapter takes the core's [`Config`] — the same type the Linux adapter
+//! fills from `HAKMEM_*` variables — as a constant: `BareMetal::new` uses
+//! [`CONFIG`], and `static A: BareMetal = BareMetal::with_config(cpu0,
+//! MY_CONFIG);` any other, validated at compile time (an out-of-range value
+//! fails the build). The probe count is read once, into the allocator, so the
+//! default adds nothing to the fast path: a taken own slot returns at once,
+//! and only a busy one reaches the probing loop.
 //!
 //! When memory runs out, the allocating call flushes the bins of its own heap
 //! and of every heap it can take without waiting, releases what became empty,
@@ -228,6 +243,15 @@ pub struct BareMetal<const CPUS: usize = 1, G: Geometry = Tiny, const MAP_WORDS:
     guard: Option<InterruptGuard>,
     on_fault: fn(Fault) -> !,
     slots: [Slot; CPUS],
+    /// `config.trylock_probes`, at most `CPUS`: slots a call tries, its own
+    /// first, before it takes the fallback path. Read once, at construction.
+    probes: usize,
+    /// `CPUS` if `probes > 0`, else 0: the fast path's bound on its own slot
+    /// index, so that `probes == 0` sends every call to the fallback path
+    /// without a test of its own.
+    own_limit: usize,
+    /// Calls that took the fallback path (wrapping; counted on that cold path).
+    fallbacks: AtomicU32,
     /// The heap of calls whose CPU slot is busy or out of range. Unlike the
     /// core's shared heap, the adapter can flush it when memory runs out.
     fallback: Slot,
@@ -261,6 +285,9 @@ impl<const CPUS: usize, G: Geometry, const MAP_WORDS: usize> BareMetal<CPUS, G, 
             guard: None,
             on_fault: panic_on_fault,
             slots: [const { Slot::new() }; CPUS],
+            probes: if (config.trylock_probes as usize) < CPUS { config.trylock_probes as usize } else { CPUS },
+            own_limit: if config.trylock_probes == 0 { 0 } else { CPUS },
+            fallbacks: AtomicU32::new(0),
             fallback: Slot::new(),
             refills: AtomicU32::new(0),
             reclaim_mark: AtomicU32::new(u32::MAX),
@@ -327,7 +354,8 @@ impl<const CPUS: usize, G: Geometry, const MAP_WORDS: usize> BareMetal<CPUS, G, 
     /// (its spans stay valid; the next allocation attaches a heap again). Use
     /// it before taking a CPU offline. Returns false if the slot was busy.
     pub fn flush_cpu(&self) -> bool {
-        let Some(s) = self.slot() else { return false };
+        let i = if CPUS == 1 { 0 } else { (self.cpu_id)() };
+        let Some(s) = self.slots.get(i).filter(|s| s.try_lock()) else { return false };
         // SAFETY: we hold the slot.
         self.masked(|| self.core.detach(unsafe { &mut *s.heap.get() }));
         s.unlock();
@@ -348,12 +376,42 @@ impl<const CPUS: usize, G: Geometry, const MAP_WORDS: usize> BareMetal<CPUS, G, 
         }
     }
 
-    /// This CPU's slot, taken, or `None` if it is busy or out of range.
+    /// Calls that found every slot they tried busy (or their CPU id out of
+    /// range) and took the fallback path, since `new` (wrapping at 2^32).
+    pub fn fallback_calls(&self) -> u32 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// This CPU's slot, taken, or `None` if it is busy or out of range and no
+    /// other slot among the `trylock_probes` tried was free.
     #[inline(always)]
     fn slot(&self) -> Option<&Slot> {
         let i = if CPUS == 1 { 0 } else { (self.cpu_id)() };
-        let s = self.slots.get(i)?;
-        s.try_lock().then_some(s)
+        if i < self.own_limit {
+            // SAFETY: `own_limit ≤ CPUS`.
+            let s = unsafe { self.slots.get_unchecked(i) };
+            if s.try_lock() {
+                return Some(s);
+            }
+        }
+        self.probe(i)
+    }
+
+    /// The own slot was busy (or out of range, or `trylock_probes` is 0): try
+    /// the next `probes - 1` slots once each, then give up (the caller takes
+    /// the fallback path, which this counts).
+    #[cold]
+    #[inline(never)]
+    fn probe(&self, own: usize) -> Option<&Slot> {
+        let start = if own < CPUS { own + 1 } else { own };
+        for k in 0..self.probes.saturating_sub(1) {
+            let s = &self.slots[(start + k) % CPUS];
+            if s.try_lock() {
+                return Some(s);
+            }
+        }
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        None
     }
 
     /// The allocation slow path on a held heap, retrying once after giving

@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use hakmem_baremetal::{BareMetal, Fault, FaultKind, Geo, InterruptGuard, Tiny};
+use hakmem_baremetal::{BareMetal, Config, Fault, FaultKind, Geo, InterruptGuard, Tiny};
 
 const SEG: usize = Geo::<Tiny>::SEGMENT_SIZE;
 
@@ -356,4 +356,96 @@ fn bad_frees_reach_the_fault_handler() {
     });
     let f = *r.unwrap_err().downcast::<Fault>().unwrap();
     assert_eq!(f.addr, p.addr());
+}
+
+/// A configuration that differs from the adapter's only in its probe count.
+const fn probes(n: u8) -> Config {
+    Config { trylock_probes: n, ..hakmem_baremetal::CONFIG }
+}
+
+fn cpu5() -> usize {
+    5
+}
+
+#[test]
+fn trylock_probes_zero_sends_every_call_to_the_fallback_path() {
+    static A: BareMetal<2> = BareMetal::with_config(hakmem_baremetal::cpu0, probes(0));
+    A.init(region(256 * 1024)).unwrap();
+    let l = Layout::from_size_align(64, 8).unwrap();
+    // SAFETY: a non-zero size.
+    let p = unsafe { A.alloc(l) };
+    assert!(!p.is_null());
+    // SAFETY: the block just allocated.
+    unsafe { A.dealloc(p, l) };
+    assert_eq!(A.fallback_calls(), 2, "with no probe, the free slot 0 must not be used");
+}
+
+#[test]
+fn trylock_probes_let_a_cpu_without_a_slot_take_another() {
+    // CPU id 5 has no slot of its own on a two-slot allocator: with one probe
+    // (its own, absent) it takes the fallback path; with two it tries slot 1.
+    static ONE: BareMetal<2> = BareMetal::with_config(cpu5, probes(1));
+    static TWO: BareMetal<2> = BareMetal::with_config(cpu5, probes(2));
+    let l = Layout::from_size_align(64, 8).unwrap();
+    for (a, fallbacks) in [(&ONE, 2), (&TWO, 0)] {
+        a.init(region(256 * 1024)).unwrap();
+        // SAFETY: a non-zero size.
+        let p = unsafe { a.alloc(l) };
+        assert!(!p.is_null());
+        // SAFETY: the block just allocated.
+        unsafe { a.dealloc(p, l) };
+        assert_eq!(a.fallback_calls(), fallbacks);
+    }
+}
+
+thread_local! {
+    /// An "interrupt" to run once, inside the next masked section.
+    static IRQ: Cell<Option<fn()>> = const { Cell::new(None) };
+}
+/// The guard's mask function: runs the armed interrupt, as if it had arrived
+/// while the interrupted call held its CPU's slot.
+fn mask_and_interrupt() -> usize {
+    if let Some(f) = IRQ.with(|c| c.take()) {
+        f();
+    }
+    0
+}
+fn restore_nothing(_: usize) {}
+
+const IRQ_GUARD: InterruptGuard = InterruptGuard { disable: mask_and_interrupt, restore: restore_nothing };
+
+#[test]
+fn trylock_probes_decide_where_an_interrupt_on_a_busy_slot_goes() {
+    // The first allocation takes the slow path, masked, while it holds slot
+    // 0; the "interrupt" then allocates and frees on the same CPU. With one
+    // probe it must use the fallback path; with two it takes slot 1.
+    static ONE: BareMetal<2> =
+        BareMetal::with_config(hakmem_baremetal::cpu0, probes(1)).with_interrupt_guard(IRQ_GUARD);
+    static TWO: BareMetal<2> =
+        BareMetal::with_config(hakmem_baremetal::cpu0, probes(2)).with_interrupt_guard(IRQ_GUARD);
+    static TARGET: AtomicUsize = AtomicUsize::new(0);
+    fn irq() {
+        // SAFETY: TARGET holds the address of one of the statics above.
+        let a = unsafe { &*(TARGET.load(Ordering::Relaxed) as *const BareMetal<2>) };
+        let l = Layout::from_size_align(100, 8).unwrap();
+        // SAFETY: a non-zero size.
+        let p = unsafe { a.alloc(l) };
+        assert!(!p.is_null());
+        // SAFETY: the block just allocated.
+        unsafe { a.dealloc(p, l) };
+    }
+    let l = Layout::from_size_align(64, 8).unwrap();
+    for (a, fallbacks) in [(&ONE, 2), (&TWO, 0)] {
+        a.init(region(256 * 1024)).unwrap();
+        TARGET.store(std::ptr::from_ref(a).addr(), Ordering::Relaxed);
+        IRQ.with(|c| c.set(Some(irq)));
+        // SAFETY: a non-zero size.
+        let p = unsafe { a.alloc(l) };
+        assert!(!p.is_null());
+        assert!(IRQ.with(|c| c.get()).is_none(), "the interrupt did not run");
+        assert_eq!(a.fallback_calls(), fallbacks, "where the interrupt's alloc and free went");
+        // SAFETY: the block just allocated.
+        unsafe { a.dealloc(p, l) };
+        assert_eq!(a.fallback_calls(), fallbacks, "the outer free must use its own slot");
+    }
 }
