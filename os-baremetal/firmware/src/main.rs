@@ -220,11 +220,15 @@ fn report_fill(heap: &str, n: usize, size: usize) {
     }
 }
 
-fn collections() {
+fn collections(lo: usize, hi: usize) {
+    // The collections allocate through `#[global_allocator]`: their buffers
+    // must lie in the 64 KiB heap, or something else is serving them.
+    let inside = |p: *const u8| (lo..hi).contains(&p.addr());
     let mut v: Vec<u32> = Vec::new();
     for i in 0..2000 {
         v.push(i * 3);
     }
+    check!(inside(v.as_ptr().cast()), "Vec buffer at {:p}, outside the hakmem heap", v.as_ptr());
     check!(v.iter().enumerate().all(|(i, &x)| x == i as u32 * 3), "Vec contents");
     v.retain(|x| x % 2 == 0);
     v.shrink_to_fit();
@@ -254,6 +258,9 @@ fn collections() {
     }
     let one = s.len();
     s = s.repeat(50);
+    check!(inside(s.as_ptr()), "String buffer at {:p}, outside the hakmem heap", s.as_ptr());
+    let boxed = alloc::boxed::Box::new(m);
+    check!(inside((&raw const *boxed).cast()), "Box outside the hakmem heap");
     check!(
         one == 21 && s.len() == 21 * 50 && s.starts_with("hakmem on a Cortex-M4hakmem"),
         "String ({} bytes)",
@@ -340,7 +347,7 @@ fn main() -> ! {
     cp.SYST.enable_interrupt();
     cp.SYST.enable_counter();
 
-    collections();
+    collections(lo64, hi64);
     hprintln!("64 KiB heap: Vec, BTreeMap and String done");
     let t = workload(&SMALL, 0x1234_5678, 30_000, 600, 64, lo64, hi64);
     hprintln!(
@@ -397,6 +404,10 @@ fn main() -> ! {
 
     let (a, b) = (SMALL.stats(), BIG.stats());
     hprintln!("metadata: {} pages of 1 KiB (64 KiB heap), {} pages of 4 KiB (1 MiB heap)", a.meta_pages, b.meta_pages);
+
+    // A build with HAKMEM_FIRMWARE_FORCE_FAIL set fails here: it shows that a
+    // failed check reaches the exit status of run-qemu.sh (and CI).
+    check!(option_env!("HAKMEM_FIRMWARE_FORCE_FAIL").is_none(), "forced failure (HAKMEM_FIRMWARE_FORCE_FAIL)");
 
     let failures = FAILURES.load(Ordering::Relaxed);
     if failures == 0 {
