@@ -27,7 +27,8 @@
 //!   [`Allocator`] over a `StaticRegion`, and `CPUS` local heaps, one per slot,
 //!   chosen by a CPU-id function you provide.
 //! - [`Tiny`] — the default geometry (segment and page sizes), for heaps of
-//!   tens to hundreds of KiB; [`Compact`] for a MiB and more. The core's
+//!   tens to hundreds of KiB; [`Compact`] for a MiB and more, [`Wide`] for
+//!   16 MiB and more. The core's
 //!   `Small` and `Server` presets, or a `Geometry` of your own, also work.
 //!
 //! # Per-CPU heaps and their protection
@@ -153,6 +154,19 @@ impl Geometry for Tiny {
 pub enum Compact {}
 impl Geometry for Compact {
     const SEGMENT_SHIFT: u32 = 16;
+    const PAGE_SHIFT: u32 = 12;
+}
+
+/// A geometry for heaps of 16 MiB and more: 256 KiB segments of 64 pages of
+/// 4 KiB. Four times fewer segments than [`Compact`] for the pool to search,
+/// spans of up to 128 KiB (blocks up to 128 KiB are served from spans rather
+/// than as whole-segment Large blocks), and a header of two pages (3%). On a
+/// 16 MiB region it keeps 83-86% of the region live up to 10 000-byte blocks
+/// where `Compact` falls to 49% (`docs/BENCHMARKS.md`); on a 1 MiB region its
+/// few segments fill up with spans, so `Compact` is better there.
+pub enum Wide {}
+impl Geometry for Wide {
+    const SEGMENT_SHIFT: u32 = 18;
     const PAGE_SHIFT: u32 = 12;
 }
 

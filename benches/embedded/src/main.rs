@@ -28,13 +28,13 @@ use std::ptr::NonNull;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use hakmem_baremetal::{BareMetal, Compact, Geometry, Small, Tiny};
+use hakmem_baremetal::{BareMetal, Compact, Geometry, Small, Tiny, Wide};
 
 const REGIONS: [usize; 3] = [64 << 10, 1 << 20, 16 << 20];
 const MAX_SIZES: [usize; 5] = [200, 1000, 3000, 10_000, 30_000];
-/// The region's alignment: larger than any segment tried here, so no
-/// allocator loses bytes to aligning the region.
-const REGION_ALIGN: usize = 1 << 16;
+/// The region's alignment: that of the largest segment tried here (`Wide`),
+/// so no allocator loses bytes to aligning the region.
+const REGION_ALIGN: usize = 1 << 18;
 /// Blocks random actions keeps live at least (talc's choice).
 const TARGET_LIVE: usize = 300;
 
@@ -131,6 +131,7 @@ const CONTENDERS: &[Contender] = &[
     Contender { name: "hakmem Tiny 8K/1K", make: make_hakmem::<Tiny> },
     Contender { name: "hakmem Small 32K/1K", make: make_hakmem::<Small> },
     Contender { name: "hakmem Compact 64K/4K", make: make_hakmem::<Compact> },
+    Contender { name: "hakmem Wide 256K/4K", make: make_hakmem::<Wide> },
     Contender { name: "talc", make: make_talc },
     Contender { name: "rlsf", make: make_rlsf },
     Contender { name: "linked_list_allocator", make: make_lla },
