@@ -28,7 +28,7 @@ use std::ptr::NonNull;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use hakmem_baremetal::{BareMetal, Compact, Geometry, Small, Tiny, Wide};
+use hakmem_baremetal::{BareMetal, Compact, Geo, Geometry, Small, Tiny, Wide};
 
 const REGIONS: [usize; 3] = [64 << 10, 1 << 20, 16 << 20];
 const MAX_SIZES: [usize; 5] = [200, 1000, 3000, 10_000, 30_000];
@@ -44,6 +44,8 @@ type Dyn = Box<dyn GlobalAlloc + Sync>;
 /// for a given number of threads.
 struct Contender {
     name: &'static str,
+    /// The smallest region it can use (a hakmem geometry's segment).
+    min_region: usize,
     /// # Safety
     /// The range is writable memory that nothing else uses while the
     /// returned allocator lives.
@@ -128,13 +130,13 @@ unsafe fn make_lla(base: *mut u8, size: usize, _threads: usize) -> Dyn {
 }
 
 const CONTENDERS: &[Contender] = &[
-    Contender { name: "hakmem Tiny 8K/1K", make: make_hakmem::<Tiny> },
-    Contender { name: "hakmem Small 32K/1K", make: make_hakmem::<Small> },
-    Contender { name: "hakmem Compact 64K/4K", make: make_hakmem::<Compact> },
-    Contender { name: "hakmem Wide 256K/4K", make: make_hakmem::<Wide> },
-    Contender { name: "talc", make: make_talc },
-    Contender { name: "rlsf", make: make_rlsf },
-    Contender { name: "linked_list_allocator", make: make_lla },
+    Contender { name: "hakmem Tiny 8K/1K", min_region: Geo::<Tiny>::SEGMENT_SIZE, make: make_hakmem::<Tiny> },
+    Contender { name: "hakmem Small 32K/1K", min_region: Geo::<Small>::SEGMENT_SIZE, make: make_hakmem::<Small> },
+    Contender { name: "hakmem Compact 64K/4K", min_region: Geo::<Compact>::SEGMENT_SIZE, make: make_hakmem::<Compact> },
+    Contender { name: "hakmem Wide 256K/4K", min_region: Geo::<Wide>::SEGMENT_SIZE, make: make_hakmem::<Wide> },
+    Contender { name: "talc", min_region: 0, make: make_talc },
+    Contender { name: "rlsf", min_region: 0, make: make_rlsf },
+    Contender { name: "linked_list_allocator", min_region: 0, make: make_lla },
 ];
 
 /// xorshift64*: cheap and reproducible.
@@ -240,9 +242,10 @@ struct Opts {
     ms: u64,
 }
 
-fn contenders(o: &Opts) -> Vec<&'static Contender> {
+fn contenders(o: &Opts, region: usize) -> Vec<&'static Contender> {
     CONTENDERS
         .iter()
+        .filter(|c| c.min_region <= region)
         .filter(|c| o.only.as_ref().is_none_or(|f| c.name.contains(f.as_str()) || c.name == "talc"))
         .collect()
 }
@@ -260,7 +263,7 @@ fn bench_ra(r: &Region, o: &Opts) {
             println!("|---|{}", "---:|".repeat(o.maxes.len()));
             let mut talc_row = vec![0f64; o.maxes.len()];
             let mut rows = Vec::new();
-            for c in contenders(o) {
+            for c in contenders(o, size) {
                 let mut row = vec![0f64; o.maxes.len()];
                 for (k, &max) in o.maxes.iter().enumerate() {
                     let runs: Vec<f64> = (0..o.trials)
@@ -374,7 +377,7 @@ fn bench_he(r: &Region, o: &Opts) {
         }
         println!();
         println!("|---|{}", "---:|".repeat(o.maxes.len()));
-        for c in contenders(o) {
+        for c in contenders(o, size) {
             print!("| {} |", c.name);
             for &max in &o.maxes {
                 let sum: f64 =
@@ -462,7 +465,7 @@ fn bench_wc(r: &Region, o: &Opts) {
         }
         println!();
         println!("|---|{}", "---:|".repeat(o.maxes.len()));
-        for c in contenders(o) {
+        for c in contenders(o, size) {
             print!("| {} |", c.name);
             for &max in &o.maxes {
                 // The allocators are deterministic: each run performs the same
