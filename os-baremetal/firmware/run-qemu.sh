@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo build --release --locked
-elf=target/thumbv7em-none-eabihf/release/hakmem-firmware
+elf="${CARGO_TARGET_DIR:-target}/thumbv7em-none-eabihf/release/hakmem-firmware"
 icount=(-icount shift=4)
 if [ "${HAKMEM_QEMU_ICOUNT:-on}" = off ]; then
     icount=()
