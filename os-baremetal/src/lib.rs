@@ -433,11 +433,16 @@ impl<const CPUS: usize, G: Geometry, const MAP_WORDS: usize> BareMetal<CPUS, G, 
     #[cold]
     #[inline(never)]
     fn probe(&self, own: usize) -> Option<&Slot> {
-        let start = if own < CPUS { own + 1 } else { own };
-        for k in 0..self.probes.saturating_sub(1) {
-            let s = &self.slots[(start + k) % CPUS];
-            if s.try_lock() {
-                return Some(s);
+        let others = self.probes.saturating_sub(1);
+        if others > 0 {
+            // `probes ≤ CPUS`, so CPUS ≥ 2 here; an id out of range (even
+            // usize::MAX) starts at its residue, without overflow.
+            let start = if own < CPUS { own + 1 } else { own % CPUS };
+            for k in 0..others {
+                let s = &self.slots[(start + k) % CPUS];
+                if s.try_lock() {
+                    return Some(s);
+                }
             }
         }
         self.fallbacks.fetch_add(1, Ordering::Relaxed);

@@ -367,6 +367,23 @@ fn cpu5() -> usize {
     5
 }
 
+fn cpu_max() -> usize {
+    usize::MAX
+}
+
+#[test]
+fn a_cpu_id_of_usize_max_probes_without_overflow() {
+    static A: BareMetal<3> = BareMetal::with_config(cpu_max, probes(3));
+    A.init(region(256 * 1024)).unwrap();
+    let l = Layout::from_size_align(64, 8).unwrap();
+    // SAFETY: a non-zero size.
+    let p = unsafe { A.alloc(l) };
+    assert!(!p.is_null());
+    // SAFETY: the block just allocated.
+    unsafe { A.dealloc(p, l) };
+    assert_eq!(A.fallback_calls(), 0, "two other slots were free");
+}
+
 #[test]
 fn trylock_probes_zero_sends_every_call_to_the_fallback_path() {
     static A: BareMetal<2> = BareMetal::with_config(hakmem_baremetal::cpu0, probes(0));
