@@ -64,15 +64,10 @@
 //!
 //! When memory runs out, the allocating call flushes the bins of its own heap
 //! and of every heap it can take without waiting, releases what became empty,
-//! and tries once more before returning null — if enough blocks were freed or
-//! bins refilled since the last such reclaim: one after a reclaim that helped,
-//! twice as many as last time (up to [`RECLAIM_BACKOFF_MAX`]) after one that
-//! did not, so a heap that stays full is not flushed on every failed call.
-//! With no free or refill since the last reclaim it cannot help, and the call
-//! fails at once. The price of the back-off: after a reclaim that did not
-//! help, an allocation can return null that a reclaim would have served, until
-//! enough operations have passed. Frees are counted per slot by a plain store,
-//! off any shared line; refills by an atomic add on the slow path.
+//! and tries once more before returning null — if a block was freed or a bin
+//! refilled since the last such reclaim (otherwise it cannot help, and the
+//! call fails at once). Frees are counted per slot by a plain store, off any
+//! shared line; refills by an atomic add on the slow path.
 //!
 //! # Interrupt safety
 //!
@@ -186,10 +181,6 @@ pub const CONFIG: Config = Config {
     ..Config::DEFAULT
 };
 
-/// The most frees and refills a reclaim that did not help makes the next one
-/// wait for (see `BareMetal`'s crate docs on running out of memory).
-pub const RECLAIM_BACKOFF_MAX: u32 = 1024;
-
 /// Two functions that mask interrupts on the current CPU and restore the
 /// previous state. On Cortex-M: read PRIMASK and `cpsid i`, then restore
 /// PRIMASK (`cortex_m::register::primask` and `cortex_m::interrupt`).
@@ -284,12 +275,6 @@ pub struct BareMetal<const CPUS: usize = 1, G: Geometry = Tiny, const MAP_WORDS:
     /// The total of the slots' `frees` and `refills` at the last reclaim: a
     /// reclaim can only help if a block was freed or a bin refilled since.
     reclaim_mark: AtomicU32,
-    /// Frees and refills needed since the last reclaim before the next one:
-    /// 1 after a reclaim that let the allocation succeed, doubled (up to
-    /// [`RECLAIM_BACKOFF_MAX`]) after one that did not. A heap that is full
-    /// for good then pays for a reclaim once per that many operations, not
-    /// on every failed allocation.
-    reclaim_need: AtomicU32,
 }
 
 // SAFETY: every slot's heap is reached only by the holder of its flag (an
@@ -320,7 +305,6 @@ impl<const CPUS: usize, G: Geometry, const MAP_WORDS: usize> BareMetal<CPUS, G, 
             fallback: Slot::new(),
             refills: AtomicU32::new(0),
             reclaim_mark: AtomicU32::new(u32::MAX),
-            reclaim_need: AtomicU32::new(1),
         }
     }
 
@@ -461,16 +445,7 @@ impl<const CPUS: usize, G: Geometry, const MAP_WORDS: usize> BareMetal<CPUS, G, 
             return p;
         }
         self.reclaim(heap);
-        let p = self.core.alloc_slow(heap, layout);
-        self.reclaimed(!p.is_null());
-        p
-    }
-
-    /// Record whether the allocation retried after a reclaim succeeded.
-    fn reclaimed(&self, helped: bool) {
-        let need = self.reclaim_need.load(Ordering::Relaxed);
-        let next = if helped { 1 } else { (need * 2).min(RECLAIM_BACKOFF_MAX) };
-        self.reclaim_need.store(next, Ordering::Relaxed);
+        self.core.alloc_slow(heap, layout)
     }
 
     /// Whether a reclaim could help: a block was freed, or a bin refilled,
@@ -482,12 +457,7 @@ impl<const CPUS: usize, G: Geometry, const MAP_WORDS: usize> BareMetal<CPUS, G, 
             .chain(core::iter::once(&self.fallback))
             .fold(self.refills.load(Ordering::Relaxed), |t, s| t.wrapping_add(s.frees.load(Ordering::Relaxed)));
         // Relaxed: a heuristic; a stale count costs one reclaim more or less.
-        let mark = self.reclaim_mark.load(Ordering::Relaxed);
-        if total.wrapping_sub(mark) < self.reclaim_need.load(Ordering::Relaxed) {
-            return false;
-        }
-        self.reclaim_mark.store(total, Ordering::Relaxed);
-        true
+        self.reclaim_mark.swap(total, Ordering::Relaxed) != total
     }
 
     #[cold]
@@ -609,9 +579,7 @@ unsafe impl<const CPUS: usize, G: Geometry, const MAP_WORDS: usize> GlobalAlloc 
                         Ok(p) if p.is_null() && self.should_reclaim() => {
                             self.reclaim(heap);
                             // SAFETY: as above; the block is untouched.
-                            let r = unsafe { self.core.realloc(heap, ptr, old, align, new_size) };
-                            self.reclaimed(matches!(r, Ok(p) if !p.is_null()));
-                            r
+                            unsafe { self.core.realloc(heap, ptr, old, align, new_size) }
                         }
                         r => r,
                     }
@@ -630,9 +598,7 @@ unsafe impl<const CPUS: usize, G: Geometry, const MAP_WORDS: usize> GlobalAlloc 
                     Ok(p) if p.is_null() && self.should_reclaim() => {
                         self.reclaim(heap);
                         // SAFETY: as above; the block is untouched.
-                        let r = unsafe { self.core.realloc(heap, ptr, old, align, new_size) };
-                        self.reclaimed(matches!(r, Ok(p) if !p.is_null()));
-                        r
+                        unsafe { self.core.realloc(heap, ptr, old, align, new_size) }
                     }
                     r => r,
                 }
