@@ -165,6 +165,53 @@ pub const fn natural_align(c: usize) -> usize {
     s & s.wrapping_neg()
 }
 
+/// The inverse of an odd number modulo `2^usize::BITS` (Newton's iteration:
+/// each step doubles the bits that are right, from 3 for any odd number).
+const fn odd_inverse(odd: usize) -> usize {
+    let mut x = odd;
+    let mut i = 0;
+    while i < 6 {
+        x = x.wrapping_mul(2usize.wrapping_sub(odd.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
+
+/// Per class: the inverse of the odd part of the block size, and the
+/// power of two of the rest (see [`block_index`]).
+const fn build_div() -> ([usize; NUM_CLASSES], [u8; NUM_CLASSES]) {
+    let mut inv = [0usize; NUM_CLASSES];
+    let mut shift = [0u8; NUM_CLASSES];
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        let s = SIZES[c] as usize;
+        let k = s.trailing_zeros();
+        inv[c] = odd_inverse(s >> k);
+        shift[c] = k as u8;
+        c += 1;
+    }
+    (inv, shift)
+}
+const DIV: ([usize; NUM_CLASSES], [u8; NUM_CLASSES]) = build_div();
+static DIV_INV: [usize; NUM_CLASSES] = DIV.0;
+static DIV_SHIFT: [u8; NUM_CLASSES] = DIV.1;
+
+/// `off / size_of_class(c)` when `off` is a multiple of the block size, and
+/// otherwise a number above `usize::MAX / size_of_class(c)`, larger than any
+/// block count. So `block_index(p - area, c) < count` says in one comparison
+/// that `p` is the start of one of the first `count` blocks of a span: no
+/// division, a multiply and a rotate (the odd part of the size has an inverse
+/// modulo `2^BITS`; a multiple of `2^k · odd` times that inverse is the
+/// quotient shifted left by `k`, and anything else leaves low bits set, which
+/// the rotate moves to the top). `c` is a class other than 0.
+#[inline(always)]
+pub(crate) fn block_index(off: usize, c: usize) -> usize {
+    debug_assert!(c != 0 && c < NUM_CLASSES);
+    // SAFETY: `c < NUM_CLASSES`: callers pass the class of an in-use span.
+    let (inv, k) = unsafe { (*DIV_INV.get_unchecked(c), *DIV_SHIFT.get_unchecked(c)) };
+    off.wrapping_mul(inv).rotate_right(k as u32)
+}
+
 /// Whether `c` is a Tiny class.
 #[inline(always)]
 pub const fn is_tiny(c: usize) -> bool {
