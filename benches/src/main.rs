@@ -124,6 +124,9 @@ fn cmd_suite(mut a: Args) -> Result<(), String> {
     if cfg!(debug_assertions) {
         eprintln!("hakmem-bench: warning: a debug build; timings mean nothing (use cargo run --release)");
     }
+    if cfg!(feature = "secure") {
+        eprintln!("hakmem-bench: hakmem is the hardened build (feature secure)");
+    }
     let results = suite::run_suite(&opts)?;
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
