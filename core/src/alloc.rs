@@ -304,7 +304,9 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         }
         let c = info_class(inf);
         let b = ptr.cast::<Block>();
-        let head = Self::head(d, inf);
+        // Every class (a one-page span has distance 0): one subtraction
+        // instead of a branch on the tier.
+        let head = d.wrapping_sub(info_head_off(inf));
         // An interior pointer, or a block never carved: one multiply and
         // one comparison against the span's bump, on the same cache line.
         // SAFETY: `heap` holds the span's owner, so its fields are ours.
@@ -401,6 +403,18 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 return;
             }
         }
+        // Out of line: the descriptor path needs registers the hot front
+        // does not, and inlined it would make every free save them.
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_or_outlined(heap, ptr, on_fault) }
+    }
+
+    /// [`free_or`](Self::free_or), not inlined (the tail of `free_sized_or`).
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[inline(never)]
+    unsafe fn free_or_outlined<F: FnOnce(Fault)>(&self, heap: &mut LocalHeap, ptr: *mut u8, on_fault: F) {
         // SAFETY: forwarded from the caller.
         unsafe { self.free_or(heap, ptr, on_fault) }
     }

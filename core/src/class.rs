@@ -178,23 +178,26 @@ const fn odd_inverse(odd: usize) -> usize {
 }
 
 /// Per class: the inverse of the odd part of the block size, and the
-/// power of two of the rest (see [`block_index`]).
-const fn build_div() -> ([usize; NUM_CLASSES], [u8; NUM_CLASSES]) {
-    let mut inv = [0usize; NUM_CLASSES];
-    let mut shift = [0u8; NUM_CLASSES];
+/// power of two of the rest (see [`block_index`]), side by side so one
+/// address serves both loads.
+#[derive(Clone, Copy)]
+struct Div {
+    inv: usize,
+    shift: u32,
+}
+
+const fn build_div() -> [Div; NUM_CLASSES] {
+    let mut d = [Div { inv: 0, shift: 0 }; NUM_CLASSES];
     let mut c = 1;
     while c < NUM_CLASSES {
         let s = SIZES[c] as usize;
         let k = s.trailing_zeros();
-        inv[c] = odd_inverse(s >> k);
-        shift[c] = k as u8;
+        d[c] = Div { inv: odd_inverse(s >> k), shift: k };
         c += 1;
     }
-    (inv, shift)
+    d
 }
-const DIV: ([usize; NUM_CLASSES], [u8; NUM_CLASSES]) = build_div();
-static DIV_INV: [usize; NUM_CLASSES] = DIV.0;
-static DIV_SHIFT: [u8; NUM_CLASSES] = DIV.1;
+static DIV: [Div; NUM_CLASSES] = build_div();
 
 /// `off / size_of_class(c)` when `off` is a multiple of the block size, and
 /// otherwise a number above `usize::MAX / size_of_class(c)`, larger than any
@@ -208,8 +211,8 @@ static DIV_SHIFT: [u8; NUM_CLASSES] = DIV.1;
 pub(crate) fn block_index(off: usize, c: usize) -> usize {
     debug_assert!(c != 0 && c < NUM_CLASSES);
     // SAFETY: `c < NUM_CLASSES`: callers pass the class of an in-use span.
-    let (inv, k) = unsafe { (*DIV_INV.get_unchecked(c), *DIV_SHIFT.get_unchecked(c)) };
-    off.wrapping_mul(inv).rotate_right(k as u32)
+    let d = unsafe { DIV.get_unchecked(c) };
+    off.wrapping_mul(d.inv).rotate_right(d.shift)
 }
 
 /// Whether `c` is a Tiny class.
