@@ -189,7 +189,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 let n = unsafe { block::next(b) };
                 // A link is followed only within its page; anything else
                 // (the end of the list, too) gets the full check.
-                if Self::tiny_link_far(b, n, c) {
+                if Self::tiny_link_far(b, n) {
                     return self.pop_tiny_checked(heap, c, b, n);
                 }
                 bin.free = n;
@@ -606,19 +606,14 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     // ------------------------------------------------------------------
 
     /// Whether the link from Tiny block `b` to `n` needs the full check: it
-    /// leaves `b`'s page (or ends the list) or, hardened, is not a whole
-    /// number of blocks away. Within a page the blocks of a Tiny bin's list
-    /// are all of the bin's class and owner, so a link that stays there can be
-    /// followed without corrupting anything outside the page.
+    /// leaves `b`'s page (or ends the list). Within a page the blocks of a
+    /// Tiny bin's list are all of the bin's class and owner, so a link that
+    /// stays there can be followed without corrupting anything outside the
+    /// page. In encoded builds a forged link decodes to a random address,
+    /// which leaves the page but with a chance of 2^-48.
     #[inline(always)]
-    fn tiny_link_far(b: *mut Block, n: *mut Block, c: usize) -> bool {
-        let far = (b.addr() ^ n.addr()) >> G::PAGE_SHIFT != 0;
-        if cfg!(feature = "secure") {
-            let d = n.addr().wrapping_sub(b.addr());
-            let d = if (d as isize) < 0 { d.wrapping_neg() } else { d };
-            return far || class::block_index(d, c) > Geo::<G>::PAGE_SIZE;
-        }
-        far
+    fn tiny_link_far(b: *mut Block, n: *mut Block) -> bool {
+        (b.addr() ^ n.addr()) >> G::PAGE_SHIFT != 0
     }
 
     /// The rest of a Tiny pop whose link needs the full check.
@@ -642,13 +637,13 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
 
     /// Whether the link from Mid block `b` to `n` (non-null) may be followed
     /// without the full check: `n` is in `b`'s segment, in a page of class
-    /// `c` owned by `h`. Hardened builds always take the full check.
+    /// `c` owned by `h`.
     ///
     /// # Safety
     /// `b` is a block of a live segment of ours.
     #[inline(always)]
     unsafe fn lifo_link_near(h: *mut Heap, c: usize, b: *mut Block, n: *mut Block) -> bool {
-        if cfg!(feature = "secure") || (b.addr() ^ n.addr()) >> G::SEGMENT_SHIFT != 0 {
+        if (b.addr() ^ n.addr()) >> G::SEGMENT_SHIFT != 0 {
             return false;
         }
         let d = Geo::<G>::desc_of(n);

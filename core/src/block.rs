@@ -5,8 +5,8 @@
 //! hardened encoding of the link has one home.
 //!
 //! In the default build the word is the plain pointer. With the `secure` or
-//! `check-invariants` feature it is the pointer XOR a key drawn from the
-//! block's own address and a per-process secret: a write after free that puts
+//! `check-invariants` feature it is the pointer XOR the block's own address
+//! XOR a per-process secret: a write after free that puts
 //! a plain pointer (or any value the program chose) in the word decodes to an
 //! address far from every block, which the allocator's link checks reject
 //! before following it; and a freed block is recognisable (its word decodes
@@ -38,14 +38,13 @@ pub(crate) fn seed(entropy: u64) {
     }
 }
 
-/// The key of the link stored at `b`: a different key for every slot, so a
-/// value copied from one free block to another does not decode either.
+/// The key of the link stored at `b`: the secret XOR the slot's address, so
+/// a value copied from one free block to another does not decode either.
 #[inline(always)]
 fn key(b: *mut Block) -> usize {
     // Relaxed: set once before any block exists; a thread reaches a block only
     // through synchronisation that follows the setting.
-    let s = SECRET.load(Ordering::Relaxed);
-    (b.addr() ^ s).wrapping_mul(0x9e37_79b9_7f4a_7c15_u64 as usize).rotate_left(29) ^ s
+    SECRET.load(Ordering::Relaxed) ^ b.addr()
 }
 
 /// The next block after `b`.
