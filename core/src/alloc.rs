@@ -1751,10 +1751,9 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 };
                 let seg = r.base.as_ptr().cast::<SegmentHeader>();
                 // SAFETY: fresh region, aligned to a segment at least.
-                unsafe {
-                    Geo::<G>::init_header(seg, seg_kind::LARGE, region, kind::LARGE);
-                    self.guard(seg);
-                }
+                // (No guard here: a protected page would split the region's
+                // mapping, and a resize, which moves whole mappings, would fail.)
+                unsafe { Geo::<G>::init_header(seg, seg_kind::LARGE, region, kind::LARGE) };
                 (seg, r.zeroed, region)
             }
         };
