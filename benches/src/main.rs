@@ -166,6 +166,9 @@ fn cmd_suite(mut a: Args) -> Result<(), String> {
     if cfg!(debug_assertions) {
         eprintln!("hakmem-bench: warning: a debug build; timings mean nothing (use cargo run --release)");
     }
+    if cfg!(feature = "secure") {
+        eprintln!("hakmem-bench: hakmem is the hardened build (feature secure)");
+    }
     let mut results = suite::run_suite(&opts)?;
     if with_memory.unwrap_or(opts.scale == Scale::Full) {
         println!();

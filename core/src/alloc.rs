@@ -190,7 +190,15 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             if !b.is_null() {
                 // SAFETY: a bin holds free blocks of this allocator that only
                 // this heap's holder touches.
-                bin.free = unsafe { block::next(b) };
+                let n = unsafe { block::next(b) };
+                // A link is followed only within its page; anything else
+                // (the end of the list, too) gets the full check.
+                if Self::tiny_link_far(b, n) {
+                    return self.pop_tiny_checked(heap, c, b, n);
+                }
+                bin.free = n;
+                // SAFETY: `b` is being handed out.
+                unsafe { block::clear(b) };
                 heap.tiny_tick = heap.tiny_tick.wrapping_sub(1);
                 if heap.tiny_tick == 0 {
                     return Self::sample(heap, c, Op::FastAlloc, b.cast());
@@ -211,10 +219,17 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                     return ptr::null_mut();
                 }
                 // SAFETY: as for the Tiny bin.
-                bin.lifo = unsafe { block::next(b) };
+                let n = unsafe { block::next(b) };
+                // SAFETY: only an attached heap has blocks in its bins.
+                if !n.is_null() && !unsafe { Self::lifo_link_near(heap.id, c, b, n) } {
+                    return self.pop_lifo_checked(heap, c, b, n);
+                }
+                bin.lifo = n;
                 bin.lifo_len -= 1;
                 b
             };
+            // SAFETY: `b` is being handed out.
+            unsafe { block::clear(b) };
             heap.mid_tick = heap.mid_tick.wrapping_sub(1);
             if heap.mid_tick == 0 {
                 return Self::sample(heap, c, Op::FastAlloc, b.cast());
@@ -279,6 +294,10 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         if !self.source.owns(seg.addr()) {
             return self.free_unowned(ptr, on_fault);
         }
+        // SAFETY: `ptr` is in a live segment of ours.
+        if check::EXACT_FREE && unsafe { self.already_free(ptr) } {
+            return on_fault(Fault::at(FaultKind::DoubleFree, ptr));
+        }
         let d = Geo::<G>::desc_of(ptr);
         // SAFETY: `seg` is a live region of ours, so its descriptors are
         // readable. Relaxed: see `PageDesc::owner`.
@@ -289,8 +308,16 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         }
         let c = info_class(inf);
         let b = ptr.cast::<Block>();
+        // Every class (a one-page span has distance 0): one subtraction
+        // instead of a branch on the tier.
+        let head = d.wrapping_sub(info_head_off(inf));
+        // An interior pointer, or a block never carved: one multiply and
+        // one comparison against the span's bump, on the same cache line.
+        // SAFETY: `heap` holds the span's owner, so its fields are ours.
+        if !unsafe { Self::on_block(head, c, ptr, (*head).bump.get()) } {
+            return on_fault(Fault::at(FaultKind::NotABlock, ptr));
+        }
         if class::is_tiny(c) {
-            let head = Self::head(d, inf);
             // SAFETY: `c ≤ NUM_TINY`.
             let bin = unsafe { heap.tiny.get_unchecked_mut(c) };
             if head == bin.page {
@@ -315,6 +342,11 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         // SAFETY: an owned span's class is a valid class; above Tiny it is Mid.
         let bin = unsafe { heap.mid.get_unchecked_mut(c - FIRST_MID) };
         if bin.len < bin.cap {
+            if check::EXACT_FREE {
+                // Mark the block free, so a second free of it is caught.
+                // SAFETY: the caller gives the block up.
+                unsafe { block::set_next(b, ptr::null_mut()) };
+            }
             // SAFETY: `len < cap ≤ RING_MAX`.
             unsafe { *bin.ring.get_unchecked_mut(bin.len as usize) = b };
             bin.len += 1;
@@ -355,7 +387,14 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             let c = class::tiny_class(s);
             // SAFETY: `tiny_class` returns at most NUM_TINY.
             let bin = unsafe { heap.tiny.get_unchecked_mut(c) };
-            if ptr.addr().wrapping_sub(bin.page_base) < bin.page_len {
+            if ptr.addr().wrapping_sub(bin.page_base) < bin.page_len
+                // Hardened and checking builds: on a block boundary, not
+                // already free; anything else goes the long way and is reported.
+                // SAFETY: the bin's page is owned by `heap`'s heap.
+                && (!HARDENED_FREE || unsafe { Self::on_block(bin.page, c, ptr, (*bin.page).bump.get()) })
+                // SAFETY: `ptr` is inside a page of ours.
+                && !(check::EXACT_FREE && unsafe { self.already_free(ptr) })
+            {
                 let b = ptr.cast::<Block>();
                 // SAFETY: `ptr` lies in the bin's current page, which this
                 // heap owns; the caller gives the block up.
@@ -368,6 +407,18 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 return;
             }
         }
+        // Out of line: the descriptor path needs registers the hot front
+        // does not, and inlined it would make every free save them.
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_or_outlined(heap, ptr, on_fault) }
+    }
+
+    /// [`free_or`](Self::free_or), not inlined (the tail of `free_sized_or`).
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[inline(never)]
+    unsafe fn free_or_outlined<F: FnOnce(Fault)>(&self, heap: &mut LocalHeap, ptr: *mut u8, on_fault: F) {
         // SAFETY: forwarded from the caller.
         unsafe { self.free_or(heap, ptr, on_fault) }
     }
@@ -394,6 +445,10 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             self.free_unowned(ptr, |f| r = Err(f));
             return r;
         }
+        // SAFETY: `ptr` is in a live segment of ours.
+        if check::EXACT_FREE && unsafe { self.already_free(ptr) } {
+            return Err(Fault::at(FaultKind::DoubleFree, ptr));
+        }
         let d = Geo::<G>::desc_of(ptr);
         // SAFETY: as in `free`.
         let (owner, inf) = unsafe { ((*d).owner.load(Ordering::Relaxed), (*d).info.load(Ordering::Relaxed)) };
@@ -414,6 +469,15 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     #[inline(never)]
     unsafe fn free_remote<F: FnOnce(Fault)>(&self, owner: *mut Heap, inf: u32, ptr: *mut u8, on_fault: F) {
         if !owner.is_null() {
+            let head = Self::head(Geo::<G>::desc_of(ptr), inf);
+            // SAFETY: the span has a live block (or the pointer is bad and
+            // this is how we find out): its area and capacity were written
+            // before any block of it was handed out and do not change while
+            // one is live, so reading them from another thread is ordered by
+            // the block's hand-off, as `owner` and `info` are.
+            if !unsafe { Self::on_block(head, info_class(inf), ptr, (*head).capacity.get()) } {
+                return on_fault(Fault::at(FaultKind::NotABlock, ptr));
+            }
             // SAFETY: heaps are never freed; the block is live in a span of
             // `owner`'s, so the owner cannot change under us.
             unsafe { (*owner).push_remote(info_class(inf), ptr.cast()) };
@@ -487,12 +551,14 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                         let keep = bin.mag_cap / 2;
                         let mut cur = bin.mag;
                         for _ in 1..keep {
-                            cur = block::next(cur);
+                            let n = block::next(cur);
+                            self.check_link(h, c, cur, n);
+                            cur = n;
                         }
                         let rest = block::next(cur);
                         block::set_next(cur, ptr::null_mut());
                         bin.mag_len = keep;
-                        self.return_list(o, rest);
+                        self.return_list(o, h, c, rest);
                         block::set_next(b, bin.mag);
                         bin.mag = b;
                         bin.mag_len += 1;
@@ -511,7 +577,11 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                     let n = (bin.lifo_len / self.cfg().ring_return_div as u32).max(1);
                     for _ in 0..n {
                         let x = bin.lifo;
-                        bin.lifo = block::next(x);
+                        let next = block::next(x);
+                        if !next.is_null() {
+                            self.check_link(h, c, x, next);
+                        }
+                        bin.lifo = next;
                         bin.lifo_len -= 1;
                         self.return_block(o, Self::head_of(x), x);
                     }
@@ -533,6 +603,174 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         // SAFETY: the span is live, its descriptors readable.
         let inf = unsafe { (*d).info.load(Ordering::Relaxed) };
         Self::head(d, inf)
+    }
+
+    // ------------------------------------------------------------------
+    // Checks of pointers and free-list links (docs/SAFETY.md)
+    // ------------------------------------------------------------------
+
+    /// Whether the link from Tiny block `b` to `n` needs the full check: it
+    /// leaves `b`'s page (or ends the list). Within a page the blocks of a
+    /// Tiny bin's list are all of the bin's class and owner, so a link that
+    /// stays there can be followed without corrupting anything outside the
+    /// page. In encoded builds a forged link decodes to a random address,
+    /// which leaves the page but with a chance of 2^-48.
+    #[inline(always)]
+    fn tiny_link_far(b: *mut Block, n: *mut Block) -> bool {
+        (b.addr() ^ n.addr()) >> G::PAGE_SHIFT != 0
+    }
+
+    /// The rest of a Tiny pop whose link needs the full check.
+    #[cold]
+    #[inline(never)]
+    fn pop_tiny_checked(&self, heap: &mut LocalHeap, c: usize, b: *mut Block, n: *mut Block) -> *mut u8 {
+        if !n.is_null() {
+            // SAFETY: only an attached heap has blocks in its bins; `heap`
+            // holds it.
+            unsafe { self.check_link(heap.id, c, b, n) };
+        }
+        heap.tiny[c].free = n;
+        // SAFETY: `b` is being handed out.
+        unsafe { block::clear(b) };
+        heap.tiny_tick = heap.tiny_tick.wrapping_sub(1);
+        if heap.tiny_tick == 0 {
+            return Self::sample(heap, c, Op::FastAlloc, b.cast());
+        }
+        b.cast()
+    }
+
+    /// Whether the link from Mid block `b` to `n` (non-null) may be followed
+    /// without the full check: `n` is in `b`'s segment, in a page of class
+    /// `c` owned by `h`.
+    ///
+    /// # Safety
+    /// `b` is a block of a live segment of ours.
+    #[inline(always)]
+    unsafe fn lifo_link_near(h: *mut Heap, c: usize, b: *mut Block, n: *mut Block) -> bool {
+        if (b.addr() ^ n.addr()) >> G::SEGMENT_SHIFT != 0 {
+            return false;
+        }
+        let d = Geo::<G>::desc_of(n);
+        // SAFETY: `n` is in `b`'s segment, which is live: its descriptors
+        // are readable.
+        unsafe {
+            (*d).owner.load(Ordering::Relaxed) == h
+                && (*d).info.load(Ordering::Relaxed) & 0xffff == info(c, kind::SMALL, 0)
+        }
+    }
+
+    /// The rest of a Mid LIFO pop whose link needs the full check.
+    #[cold]
+    #[inline(never)]
+    fn pop_lifo_checked(&self, heap: &mut LocalHeap, c: usize, b: *mut Block, n: *mut Block) -> *mut u8 {
+        // SAFETY: `heap` holds its heap, whose bins these are.
+        unsafe { self.check_link(heap.id, c, b, n) };
+        let bin = &mut heap.mid[c - FIRST_MID];
+        bin.lifo = n;
+        bin.lifo_len -= 1;
+        // SAFETY: `b` is being handed out.
+        unsafe { block::clear(b) };
+        heap.mid_tick = heap.mid_tick.wrapping_sub(1);
+        if heap.mid_tick == 0 {
+            return Self::sample(heap, c, Op::FastAlloc, b.cast());
+        }
+        b.cast()
+    }
+
+    /// Fail fast unless `n`, read from the link of `from` (or the first block
+    /// of a list, with `from` null), is a block of class `c` that `h` owns.
+    ///
+    /// # Safety
+    /// The caller holds `h`'s owned state; `from` is null or a checked block.
+    #[inline]
+    unsafe fn check_link(&self, h: *mut Heap, c: usize, from: *mut Block, n: *mut Block) {
+        // SAFETY: forwarded.
+        if !unsafe { self.link_ok(h, c, n) } {
+            self.bad_link(from, n)
+        }
+    }
+
+    /// Whether `n` is a carved block of class `c` in a span owned by `h`, on
+    /// a block boundary: a link that may be followed.
+    ///
+    /// # Safety
+    /// The caller holds `h`'s owned state.
+    unsafe fn link_ok(&self, h: *mut Heap, c: usize, n: *mut Block) -> bool {
+        if !self.source.owns(Geo::<G>::segment_of(n).addr()) {
+            return false;
+        }
+        let d = Geo::<G>::desc_of(n);
+        // SAFETY: a live segment of ours: its descriptors are readable; the
+        // span's fields are `h`'s, which the caller holds.
+        unsafe {
+            let (owner, inf) = ((*d).owner.load(Ordering::Relaxed), (*d).info.load(Ordering::Relaxed));
+            if owner != h || info_kind(inf) != kind::SMALL || info_class(inf) != c {
+                return false;
+            }
+            let head = Self::head(d, inf);
+            Self::on_block(head, c, n.cast(), (*head).bump.get())
+        }
+    }
+
+    /// Stop: a free list is corrupt.
+    #[cold]
+    #[inline(never)]
+    fn bad_link(&self, from: *mut Block, n: *mut Block) -> ! {
+        if from.is_null() {
+            self.source.fatal(format_args!(
+                "corrupted free list (a write after free?): {n:p} is not a free block of the list's class and heap"
+            ))
+        }
+        // SAFETY: `from` is a checked block of a span the caller owns.
+        let head = unsafe { Self::head_of(from) };
+        self.source.fatal(format_args!(
+            "corrupted free list (a write after free?): free block {from:p} links to {n:p}, which is not a free block of its class and heap; {}",
+            check::SpanState(head)
+        ))
+    }
+
+    /// Whether `p` is the start of one of the first `count` blocks of the
+    /// span whose head is `head`, of class `c`.
+    ///
+    /// # Safety
+    /// `head` is the head descriptor of a span whose `area` is not being
+    /// written (see the callers).
+    #[inline(always)]
+    unsafe fn on_block(head: *mut PageDesc, c: usize, p: *mut u8, count: u32) -> bool {
+        // SAFETY: forwarded.
+        let area = unsafe { (*head).area.get() };
+        class::block_index(p.addr().wrapping_sub(area.addr()), c) < count as usize
+    }
+
+    /// Checking builds: whether the Small block at `ptr` is free already. A
+    /// free block's link decodes to null or to a block of its class and
+    /// owner; a live block's link word was cleared when it was handed out,
+    /// and data the program wrote decodes to neither (but with a chance of
+    /// about 2^-48).
+    ///
+    /// # Safety
+    /// `ptr` is in a live segment of ours.
+    #[cold]
+    #[inline(never)]
+    unsafe fn already_free(&self, ptr: *mut u8) -> bool {
+        let d = Geo::<G>::desc_of(ptr);
+        // SAFETY: a live segment's descriptors are readable; a Small page's
+        // blocks are our memory.
+        unsafe {
+            let (owner, inf) = ((*d).owner.load(Ordering::Relaxed), (*d).info.load(Ordering::Relaxed));
+            if info_kind(inf) != kind::SMALL || owner.is_null() || ptr.addr() & 7 != 0 {
+                return false;
+            }
+            let n = block::next(ptr.cast());
+            if n.is_null() {
+                return true;
+            }
+            if n.addr() & 7 != 0 || !self.source.owns(Geo::<G>::segment_of(n).addr()) {
+                return false;
+            }
+            let dn = Geo::<G>::desc_of(n);
+            (*dn).owner.load(Ordering::Relaxed) == owner && (*dn).info.load(Ordering::Relaxed) & 0xffff == inf & 0xffff
+        }
     }
 
     // ------------------------------------------------------------------
@@ -608,14 +846,18 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         }
     }
 
-    /// Return every block of the list starting at `b` to its span.
+    /// Return every block of the list starting at `b` (blocks of class `c`
+    /// owned by `h`) to its span, checking each before following its link.
     ///
     /// # Safety
-    /// As for `return_block`, for every block of the list.
-    unsafe fn return_list(&self, o: &mut HeapOwned, mut b: *mut Block) {
+    /// As for `return_block`, for every block of the list; `o` is `h`'s.
+    unsafe fn return_list(&self, o: &mut HeapOwned, h: *mut Heap, c: usize, mut b: *mut Block) {
+        let mut from = ptr::null_mut();
         while !b.is_null() {
             // SAFETY: forwarded; the link is read before the block is reused.
             unsafe {
+                self.check_link(h, c, from, b);
+                from = b;
                 let next = block::next(b);
                 self.return_block(o, Self::head_of(b), b);
                 b = next;
@@ -853,9 +1095,30 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         let size = Geo::<G>::SEGMENT_SIZE;
         let r = self.source.reserve(size, size)?;
         let seg = r.base.as_ptr().cast::<SegmentHeader>();
+        // The links of free blocks are encoded with a secret set before the
+        // first block exists (encoded builds; nothing otherwise).
+        block::seed(self.source.entropy() ^ seg.addr() as u64 ^ (&raw const r).addr() as u64);
         // SAFETY: the source just gave us this segment-aligned region.
-        unsafe { Geo::<G>::init_header(seg, seg_kind, size, page_kind) };
+        unsafe {
+            Geo::<G>::init_header(seg, seg_kind, size, page_kind);
+            self.guard(seg);
+        }
         Some(seg)
+    }
+
+    /// Hardened builds: make the guard between a fresh header and its first
+    /// blocks inaccessible, where the source can.
+    ///
+    /// # Safety
+    /// `seg` is a fresh region of ours with a header of `HEADER_SIZE` bytes.
+    unsafe fn guard(&self, seg: *mut SegmentHeader) {
+        let len = Geo::<G>::GUARD_SIZE;
+        let start = Geo::<G>::META_END;
+        if len != 0 && start.is_multiple_of(self.source.page_size()) && len.is_multiple_of(self.source.page_size()) {
+            // SAFETY: the guard lies inside the header, past every byte the
+            // core uses, and is page aligned.
+            unsafe { self.source.protect(NonNull::new_unchecked(seg.cast::<u8>().add(start)), len) };
+        }
     }
 
     // ------------------------------------------------------------------
@@ -903,6 +1166,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             self.drain_remote(h, o, self.cfg().drain_budget as usize);
             let p = if class::is_tiny(c) { self.refill_tiny(heap, h, o, c) } else { self.refill_mid(heap, h, o, c) };
             if !p.is_null() {
+                block::clear(p.cast());
                 (*h).counters.add(c, Op::SlowAlloc, 1);
             }
             if check::ENABLED {
@@ -936,7 +1200,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 pending &= pending - 1;
                 let list = o.pending[c];
                 let before = left;
-                o.pending[c] = self.return_some(o, list, &mut left);
+                o.pending[c] = self.return_some(o, h, c, list, &mut left);
                 (*h).counters.add(c, Op::Remote, before - left);
                 if o.pending[c].is_null() {
                     o.pending_mask &= !(1 << c);
@@ -956,7 +1220,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 mask &= mask - 1;
                 let list = (*h).take_remote(c);
                 let before = left;
-                let rest = self.return_some(o, list, &mut left);
+                let rest = self.return_some(o, h, c, list, &mut left);
                 (*h).counters.add(c, Op::Remote, before - left);
                 if !rest.is_null() {
                     o.pending[c] = rest;
@@ -970,10 +1234,20 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
     ///
     /// # Safety
     /// As for `return_list`.
-    unsafe fn return_some(&self, o: &mut HeapOwned, mut list: *mut Block, left: &mut usize) -> *mut Block {
+    unsafe fn return_some(
+        &self,
+        o: &mut HeapOwned,
+        h: *mut Heap,
+        c: usize,
+        mut list: *mut Block,
+        left: &mut usize,
+    ) -> *mut Block {
+        let mut from = ptr::null_mut();
         while !list.is_null() && *left > 0 {
             // SAFETY: forwarded.
             unsafe {
+                self.check_link(h, c, from, list);
+                from = list;
                 let next = block::next(list);
                 self.return_block(o, Self::head_of(list), list);
                 list = next;
@@ -1023,7 +1297,11 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                     if self.cfg().is_hot_class(c) { (*d).capacity.get() as usize * class::size_of_class(c) } else { 0 };
             }
             let b = bin.free;
-            bin.free = block::next(b);
+            let n = block::next(b);
+            if !n.is_null() {
+                self.check_link(h, c, b, n);
+            }
+            bin.free = n;
             b.cast()
         }
     }
@@ -1061,6 +1339,24 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             }
             let bs = class::size_of_class((*d).class());
             let first = (*d).area.get().add(bump * bs);
+            if cfg!(feature = "secure") && k > 2 {
+                // Hardened: the batch in a random order (an affine
+                // permutation `i -> start + i * stride mod k`), so the
+                // addresses of consecutive allocations are not predictable.
+                let r = block::random(first.addr());
+                let start = (r as usize) % k;
+                let mut stride = 1 + ((r >> 32) as usize) % (k - 1);
+                while gcd(stride, k) != 1 {
+                    stride = if stride + 1 < k { stride + 1 } else { 1 };
+                }
+                let at = |i: usize| first.add((start + i * stride) % k * bs).cast::<Block>();
+                for i in 0..k - 1 {
+                    block::set_next(at(i), at(i + 1));
+                }
+                block::set_next(at(k - 1), ptr::null_mut());
+                (*d).bump.set((bump + k) as u32);
+                return at(0);
+            }
             for i in 0..k - 1 {
                 let b = first.add(i * bs).cast::<Block>();
                 block::set_next(b, first.add((i + 1) * bs).cast());
@@ -1116,7 +1412,11 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 while n < want {
                     let mut b = (*d).free.get();
                     if !b.is_null() {
-                        (*d).free.set(block::next(b));
+                        let n = block::next(b);
+                        if !n.is_null() {
+                            self.check_link(h, c, b, n);
+                        }
+                        (*d).free.set(n);
                         (*d).free_count.set((*d).free_count.get() - 1);
                     } else {
                         b = self.carve(d, 1);
@@ -1273,8 +1573,8 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 bin.mag_len = 0;
                 bin.page = ptr::null_mut();
                 bin.page_len = 0;
-                self.return_list(o, free);
-                self.return_list(o, mag);
+                self.return_list(o, h, c, free);
+                self.return_list(o, h, c, mag);
                 if !page.is_null() {
                     self.settle(o, page);
                 }
@@ -1288,8 +1588,8 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 let lifo = bin.lifo;
                 bin.lifo = ptr::null_mut();
                 bin.lifo_len = 0;
-                self.return_list(o, lifo);
                 let c = FIRST_MID + i;
+                self.return_list(o, h, c, lifo);
                 let d = o.mid_current[c];
                 if !d.is_null() {
                     o.mid_current[c] = ptr::null_mut();
@@ -1460,6 +1760,8 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 };
                 let seg = r.base.as_ptr().cast::<SegmentHeader>();
                 // SAFETY: fresh region, aligned to a segment at least.
+                // (No guard here: a protected page would split the region's
+                // mapping, and a resize, which moves whole mappings, would fail.)
                 unsafe { Geo::<G>::init_header(seg, seg_kind::LARGE, region, kind::LARGE) };
                 (seg, r.zeroed, region)
             }
@@ -1615,11 +1917,30 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             };
         }
         // SAFETY: a live segment of ours.
+        if check::EXACT_FREE && unsafe { self.already_free(ptr) } {
+            return Err(Fault::at(FaultKind::DoubleFree, ptr));
+        }
+        // SAFETY: a live segment of ours.
         let inf = unsafe { (*Geo::<G>::desc_of(ptr)).info.load(Ordering::Relaxed) };
         match info_kind(inf) {
-            kind::SMALL => Ok(class::size_of_class(info_class(inf))),
+            kind::SMALL => {
+                let head = Self::head(Geo::<G>::desc_of(ptr), inf);
+                // SAFETY: as in `free_remote`: area and capacity are stable
+                // while any block of the span is live.
+                if unsafe { Self::on_block(head, info_class(inf), ptr, (*head).capacity.get()) } {
+                    Ok(class::size_of_class(info_class(inf)))
+                } else {
+                    Err(Fault::at(FaultKind::NotABlock, ptr))
+                }
+            }
             // SAFETY: a live Large header.
-            kind::LARGE => Ok(unsafe { (*seg).usable.get() }),
+            kind::LARGE => unsafe {
+                if Geo::<G>::is_live(seg, seg_kind::LARGE) && seg.cast::<u8>().add((*seg).block_offset.get()) == ptr {
+                    Ok((*seg).usable.get())
+                } else {
+                    Err(Fault::at(FaultKind::NotABlock, ptr))
+                }
+            },
             kind::FREE | kind::CACHED => Err(Fault::at(FaultKind::DoubleFree, ptr)),
             _ => Err(Fault::at(FaultKind::NotABlock, ptr)),
         }
@@ -1876,6 +2197,17 @@ impl<G: Geometry> Geo<G> {
 }
 
 const _: () = assert!(NUM_CLASSES <= 64);
+
+const fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Whether a free through the hot front checks the block boundary (and so
+/// every free does): hardened and checking builds.
+const HARDENED_FREE: bool = cfg!(any(feature = "secure", feature = "check-invariants"));
 
 /// Head descriptor of the span holding block `p` (tests).
 #[cfg(test)]

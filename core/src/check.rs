@@ -185,3 +185,7 @@ pub(crate) unsafe fn heap(h: *mut Heap, o: &HeapOwned) -> Result<(), Report> {
         Ok(())
     }
 }
+
+/// Whether every free checks that its block is not free already (a freed
+/// block's encoded link marks it; see `block`).
+pub(crate) const EXACT_FREE: bool = cfg!(feature = "check-invariants");

@@ -165,6 +165,56 @@ pub const fn natural_align(c: usize) -> usize {
     s & s.wrapping_neg()
 }
 
+/// The inverse of an odd number modulo `2^usize::BITS` (Newton's iteration:
+/// each step doubles the bits that are right, from 3 for any odd number).
+const fn odd_inverse(odd: usize) -> usize {
+    let mut x = odd;
+    let mut i = 0;
+    while i < 6 {
+        x = x.wrapping_mul(2usize.wrapping_sub(odd.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
+
+/// Per class: the inverse of the odd part of the block size, and the
+/// power of two of the rest (see [`block_index`]), side by side so one
+/// address serves both loads.
+#[derive(Clone, Copy)]
+struct Div {
+    inv: usize,
+    shift: u32,
+}
+
+const fn build_div() -> [Div; NUM_CLASSES] {
+    let mut d = [Div { inv: 0, shift: 0 }; NUM_CLASSES];
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        let s = SIZES[c] as usize;
+        let k = s.trailing_zeros();
+        d[c] = Div { inv: odd_inverse(s >> k), shift: k };
+        c += 1;
+    }
+    d
+}
+static DIV: [Div; NUM_CLASSES] = build_div();
+
+/// `off / size_of_class(c)` when `off` is a multiple of the block size, and
+/// otherwise a number above `usize::MAX / size_of_class(c)`, larger than any
+/// block count. So `block_index(p - area, c) < count` says in one comparison
+/// that `p` is the start of one of the first `count` blocks of a span: no
+/// division, a multiply and a rotate (the odd part of the size has an inverse
+/// modulo `2^BITS`; a multiple of `2^k · odd` times that inverse is the
+/// quotient shifted left by `k`, and anything else leaves low bits set, which
+/// the rotate moves to the top). `c` is a class other than 0.
+#[inline(always)]
+pub(crate) fn block_index(off: usize, c: usize) -> usize {
+    debug_assert!(c != 0 && c < NUM_CLASSES);
+    // SAFETY: `c < NUM_CLASSES`: callers pass the class of an in-use span.
+    let d = unsafe { DIV.get_unchecked(c) };
+    off.wrapping_mul(d.inv).rotate_right(d.shift)
+}
+
 /// Whether `c` is a Tiny class.
 #[inline(always)]
 pub const fn is_tiny(c: usize) -> bool {

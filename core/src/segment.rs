@@ -266,7 +266,16 @@ impl<G: Geometry> Geo<G> {
     pub const PAGES: usize = 1 << (G::SEGMENT_SHIFT - G::PAGE_SHIFT);
     /// Offset of the descriptor array in a header.
     pub const DESC_OFFSET: usize = (size_of::<SegmentHeader>() + 63) & !63;
-    const HEADER_BYTES: usize = Self::DESC_OFFSET + Self::PAGES * size_of::<PageDesc>();
+    /// Hardened builds on geometries with pages of 16 KiB or more: bytes of
+    /// guard between the metadata and the first blocks, which the source
+    /// makes inaccessible where it can (`PageSource::protect`). 0 otherwise.
+    pub const GUARD_SIZE: usize = if cfg!(feature = "secure") && Self::PAGE_SIZE >= 16 * 1024 { 4096 } else { 0 };
+    /// End of the metadata: the guard starts here.
+    pub(crate) const META_END: usize = {
+        let bytes = Self::DESC_OFFSET + Self::PAGES * size_of::<PageDesc>();
+        if Self::GUARD_SIZE == 0 { bytes } else { bytes.next_multiple_of(Self::GUARD_SIZE) }
+    };
+    const HEADER_BYTES: usize = Self::META_END + Self::GUARD_SIZE;
     /// Bytes of header. Below a page it is a power of two, so page 0's area
     /// starts aligned to it; otherwise it is whole pages.
     pub const HEADER_SIZE: usize = if Self::HEADER_BYTES < Self::PAGE_SIZE {

@@ -100,6 +100,24 @@ pub unsafe trait PageSource {
         None
     }
 
+    /// Make the page-aligned range `[ptr, ptr + len)` inaccessible: a guard
+    /// page (hardened builds put one between segment metadata and blocks).
+    /// Returns whether it did; the default cannot.
+    ///
+    /// # Safety
+    /// The range is page aligned and inside a live region of this source
+    /// that the core never touches again until it releases the region.
+    unsafe fn protect(&self, ptr: NonNull<u8>, len: usize) -> bool {
+        let _ = (ptr, len);
+        false
+    }
+
+    /// Unpredictable bits for the hardened build's secrets (the free-list
+    /// link key). The default has none; the core mixes in addresses.
+    fn entropy(&self) -> u64 {
+        0
+    }
+
     /// Whether `addr` is the base of a live region of this source.
     fn owns(&self, addr: usize) -> bool;
 

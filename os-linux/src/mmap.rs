@@ -251,6 +251,22 @@ unsafe impl PageSource for MmapSource {
         crate::env::page_size()
     }
 
+    unsafe fn protect(&self, ptr: NonNull<u8>, len: usize) -> bool {
+        // SAFETY: the caller gives a page-aligned range of a live mapping of
+        // ours that nothing touches until the mapping is unmapped.
+        unsafe { mm::mprotect(ptr.as_ptr().cast(), len, mm::MprotectFlags::empty()) }.is_ok()
+    }
+
+    fn entropy(&self) -> u64 {
+        // The clock and this frame's address (randomised by ASLR); the
+        // kernel's random bytes would need another rustix feature for a
+        // value read once.
+        let local = 0u8;
+        crate::env::now_ms().rotate_left(32)
+            ^ (&raw const local).addr() as u64
+            ^ (ptr::addr_of!(REGISTRY).addr() as u64) << 7
+    }
+
     fn fatal(&self, msg: core::fmt::Arguments<'_>) -> ! {
         crate::fatal(msg)
     }

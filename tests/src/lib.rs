@@ -2,6 +2,8 @@
 
 use core::alloc::Layout;
 
+pub mod fuzz;
+
 /// A small deterministic generator (xorshift64*), so failures reproduce.
 pub struct Rng(pub u64);
 

@@ -59,3 +59,26 @@ fn large_requests_have_no_class() {
     assert_eq!(class_of(usize::MAX, 1), None);
     assert_eq!(class_of(MID_MAX, 2 * MID_MAX), None);
 }
+
+/// `block_index` is the quotient for multiples of the block size and larger
+/// than any block count otherwise.
+#[test]
+fn block_index_is_exact() {
+    for c in 1..NUM_CLASSES {
+        let bs = size_of_class(c);
+        let max_count = usize::MAX / bs;
+        let step = if bs > 4096 { 7 } else { 1 };
+        for off in (0..64 * bs).step_by(step) {
+            let q = block_index(off, c);
+            if off % bs == 0 {
+                assert_eq!(q, off / bs, "class {c} off {off}");
+            } else {
+                assert!(q > max_count, "class {c} off {off}: {q}");
+            }
+        }
+        // Far and negative offsets (a pointer below the area) are never blocks.
+        for off in [usize::MAX, usize::MAX - 7, 1 << 40, (1 << 40) + 8] {
+            assert!(off % bs == 0 || block_index(off, c) > max_count);
+        }
+    }
+}

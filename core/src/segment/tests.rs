@@ -11,7 +11,8 @@ fn server_layout() {
     assert_eq!(L::PAGES, 32);
     const { assert!(L::PARTIAL_FIRST) };
     assert_eq!(L::FIRST_PAGE, 0);
-    assert_eq!(L::HEADER_SIZE, 4096);
+    // Hardened builds add a 4 KiB guard page after the metadata.
+    assert_eq!(L::HEADER_SIZE, if cfg!(feature = "secure") { 8192 } else { 4096 });
     assert_eq!(L::MAX_SPAN, 16);
     assert_eq!(L::MID_MAX, MID_MAX);
     // Every Tiny class is one page and may use page 0.

@@ -4,6 +4,7 @@ mod basic;
 mod config;
 mod model;
 mod purge;
+mod safety;
 mod threads;
 
 use core::alloc::Layout;
