@@ -249,15 +249,30 @@ impl<G: Geometry> World<G> {
     fn assert_all_returned(&self) {
         self.a.collect(None);
         let s = self.a.stats();
-        assert_eq!(s.pages_in_use, 0, "pages still in use (a block was lost): {s:?}");
-        assert_eq!(s.abandoned_heaps, 0, "{s:?}");
-        assert_eq!(s.large_live + s.large_cached_bytes, 0, "{s:?}");
+        assert_eq!(s.pages_in_use, 0, "pages still in use (a block was lost): {}", brief(&s));
+        assert_eq!(s.abandoned_heaps, 0, "{}", brief(&s));
+        assert_eq!(s.large_live + s.large_cached_bytes, 0, "{}", brief(&s));
         let regions = self.a.source().regions();
-        assert_eq!(regions.len(), s.segments + s.meta_regions, "{s:?} {regions:?}");
+        assert_eq!(regions.len(), s.segments + s.meta_regions, "{} {regions:?}", brief(&s));
         // Only segments holding heap metadata may remain.
-        assert!(s.segments <= usize::from(s.meta_pages != 0), "{s:?}");
+        assert!(s.segments <= usize::from(s.meta_pages != 0), "{}", brief(&s));
         assert!(self.shadow.slots.lock().unwrap().values().all(|s| !s.live));
     }
+}
+
+/// The pool, heap and Large figures of `s` (its per-class rows are noise here).
+fn brief(s: &hakmem_core::Stats) -> String {
+    format!(
+        "segments {}, pages_in_use {}, meta_pages {}, meta_regions {}, heaps {}, abandoned {}, large live {} cached {} B",
+        s.segments,
+        s.pages_in_use,
+        s.meta_pages,
+        s.meta_regions,
+        s.heaps,
+        s.abandoned_heaps,
+        s.large_live,
+        s.large_cached_bytes
+    )
 }
 
 /// What a holder writes into the first and last words of the block at `p`

@@ -122,7 +122,8 @@ fn zeroed_is_zero() {
         let mut ptrs = Vec::new();
         for &size in &[8usize, 100, 1024, 5000, 30000, 100_000, 200_000] {
             let p = a.alloc_zeroed(&mut heap, layout(size, 16));
-            for i in 0..size {
+            // Every byte natively; under Miri, those `fill` dirtied.
+            for i in pattern_bytes(size) {
                 // SAFETY: a live block of `size` bytes.
                 assert_eq!(unsafe { p.add(i).read() }, 0, "round {round} size {size} byte {i}");
             }
@@ -148,7 +149,9 @@ fn exhausted_source_gives_null_then_recovers() {
         let mut live = Vec::new();
         a.source().set_budget(Some(budget));
         let mut nulls = 0;
-        for i in 0..2000usize {
+        // (Under Miri 40 steps: still eight Large reservations, more than
+        // the largest budget.)
+        for i in 0..steps(2000) {
             let size = [16usize, 200, 3000, 20000, 70000][i % 5];
             let p = a.alloc(&mut heap, layout(size, 8));
             if p.is_null() {
