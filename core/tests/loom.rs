@@ -364,28 +364,33 @@ fn remote_free() {
     });
 }
 
-/// **Remote frees both ways.** A and B each allocate a block with their own
-/// heap and hand it to the other; each frees the other's block (a remote
-/// free into the other's heap, which may have detached and been abandoned by
-/// then) while allocating through its own slow path (which drains its
-/// transfer list), then frees what it holds and detaches. Checks: each block
-/// is reused only after the other thread's writes and free, never while
-/// live; after both detach and a collect, every page is back.
+/// **Remote frees both ways.** A and B each allocate two blocks with their
+/// own heap and hand them to the other; each frees the other's blocks (remote
+/// frees into the other's heap, which may have detached and been abandoned by
+/// then; the second push finds the list non-empty, so only the list's own
+/// Release/Acquire orders it) while allocating through its own slow path
+/// (which drains its transfer list), then frees what it holds and detaches.
+/// Checks: each block is reused only after the other thread's writes and
+/// free, never while live; after both detach and a collect, every page is
+/// back.
 #[test]
 fn remote_free_both_ways() {
     model("remote_free_both_ways", || {
         let w = World::<TinyGeo>::new(CONFIG);
         let (mut ha, mut hb) = (World::<TinyGeo>::heap(), World::<TinyGeo>::heap());
-        let (pa, pb) = (w.alloc(&mut ha, T3, A), w.alloc(&mut hb, T3, B));
-        let side = |w: &World<TinyGeo>, h: &mut LocalHeap, theirs: *mut u8, who: u64| {
-            w.free(h, theirs, T3, who);
+        let pa = [w.alloc(&mut ha, T3, A), w.alloc(&mut ha, T3, A)].map(Ptr);
+        let pb = [w.alloc(&mut hb, T3, B), w.alloc(&mut hb, T3, B)].map(Ptr);
+        let side = move |w: &World<TinyGeo>, h: &mut LocalHeap, theirs: [Ptr; 2], who: u64| {
+            for p in theirs {
+                w.free(h, p.get(), T3, who);
+            }
             let held: Vec<_> = (0..3).map(|_| w.alloc(h, T3, who)).collect();
             w.free_all(h, held, T3, who);
             w.a.detach(h);
         };
         let b = {
-            let (w, pa) = (w.clone(), Ptr(pa));
-            thread::spawn(move || side(&w, &mut hb, pa.get(), B))
+            let w = w.clone();
+            thread::spawn(move || side(&w, &mut hb, pa, B))
         };
         side(&w, &mut ha, pb, A);
         b.join().unwrap();
@@ -691,35 +696,38 @@ fn pool_shared_segment() {
 
 /// **Shared heap.** Threads without a heap allocate through the allocator's
 /// shared heap (a `LocalHeap` behind a lock). The main thread takes the whole
-/// first span through it; B frees one of those blocks (a remote free into the
-/// shared heap) while C allocates through the shared heap, whose slow path
-/// drains the remote free and may hand the block straight back. Checks: the
-/// shared heap's owned state and span descriptors are touched only under the
-/// lock's ordering (loom cells); a block comes back only after B's writes and
-/// free, never while live, and with its contents intact.
+/// first span through it; B frees two of those blocks (remote frees into the
+/// shared heap, the second onto a non-empty list) while C allocates two
+/// blocks through the shared heap, whose slow path drains the remote frees
+/// and may hand both straight back. Checks: the shared heap's owned state and
+/// span descriptors are touched only under the lock's ordering (loom cells);
+/// a block comes back only after B's writes and free, never while live, and
+/// with its contents intact.
 #[test]
 fn shared_heap() {
     model("shared_heap", || {
         let w = World::<TinyGeo>::new(CONFIG);
         let held: Vec<_> = (0..3).map(|_| w.alloc_shared(T3, A)).collect();
         let b = {
-            let (w, p) = (w.clone(), Ptr(held[0]));
-            thread::spawn(move || w.free_detached(p.get(), T3, B))
+            let (w, p, q) = (w.clone(), Ptr(held[0]), Ptr(held[1]));
+            thread::spawn(move || {
+                w.free_detached(p.get(), T3, B);
+                w.free_detached(q.get(), T3, B);
+            })
         };
         let c = {
             let w = w.clone();
             thread::spawn(move || {
-                let x = w.alloc_shared(T3, C);
+                let (x, y) = (w.alloc_shared(T3, C), w.alloc_shared(T3, C));
                 w.free_detached(x, T3, C);
+                w.free_detached(y, T3, C);
             })
         };
         b.join().unwrap();
         c.join().unwrap();
         let y = w.alloc_shared(T3, A);
         w.free_detached(y, T3, A);
-        for &p in &held[1..] {
-            w.free_detached(p, T3, A);
-        }
+        w.free_detached(held[2], T3, A);
         // The shared heap stays attached (its bin may hold blocks), so only
         // the blocks themselves are checked here.
         assert!(w.shadow.slots.lock().unwrap().values().all(|s| !s.live));
