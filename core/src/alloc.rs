@@ -45,7 +45,7 @@ use crate::segment::{
 };
 use crate::source::{PageSource, Purged};
 use crate::stats::{Op, Stats};
-use crate::sync::{AtomicU32, Guarded, Mutex, Ordering, const_unless_loom};
+use crate::sync::{AtomicU32, Guarded, Mutex, Ordering, const_unless_loom, loom_bug};
 
 /// What was wrong with a pointer given to [`Allocator::free`] or
 /// [`Allocator::realloc`].
@@ -972,7 +972,14 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             let idx = Geo::<G>::desc_index(d);
             let now = self.source.now_ms();
             let release = {
+                // Injected bug `loom-bug-unlocked-pool`: the segment's free
+                // mask is read before the pool lock is taken and written back
+                // under it, losing an update made in between.
+                let stale = if loom_bug!("loom-bug-unlocked-pool") { Some((*seg).free_mask.get()) } else { None };
                 let mut pool = self.pool.lock();
+                if let Some(m) = stale {
+                    (*seg).free_mask.set(m);
+                }
                 let r = pool.give_span::<G>(seg, idx, pages, self.cfg().segment_reserve as usize, now);
                 // Piggyback: purge what has been free long enough.
                 self.purge_pool(&mut pool, now, false, Self::PURGE_BATCH);
@@ -1212,8 +1219,11 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             let mut mask = (*h).take_remote_mask();
             while mask != 0 {
                 if left == 0 {
-                    // Out of budget: flag the lists not taken for next time.
-                    (*h).reflag_remote(mask);
+                    // Out of budget: flag the lists not taken for next time
+                    // (injected bug `loom-bug-skip-reflag`: don't).
+                    if !loom_bug!("loom-bug-skip-reflag") {
+                        (*h).reflag_remote(mask);
+                    }
                     return;
                 }
                 let c = mask.trailing_zeros() as usize;
@@ -1222,6 +1232,9 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 let before = left;
                 let rest = self.return_some(o, h, c, list, &mut left);
                 (*h).counters.add(c, Op::Remote, before - left);
+                // Injected bug `loom-bug-drop-pending`: the part of a list
+                // over budget is dropped instead of kept pending.
+                let rest = if loom_bug!("loom-bug-drop-pending") { ptr::null_mut() } else { rest };
                 if !rest.is_null() {
                     o.pending[c] = rest;
                     o.pending_mask |= 1 << c;
@@ -1317,7 +1330,11 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             let f = (*d).free.get();
             if !f.is_null() {
                 (*d).free.set(ptr::null_mut());
-                (*d).free_count.set(0);
+                // Injected bug `loom-bug-drop-delta`: the blocks now in the
+                // bin still count as free in the span (the delta is lost).
+                if !loom_bug!("loom-bug-drop-delta") {
+                    (*d).free_count.set(0);
+                }
                 return f;
             }
             let bs = class::size_of_class((*d).class());
@@ -1544,10 +1561,18 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
             return;
         }
         let h = heap.id;
+        if loom_bug!("loom-bug-early-abandon") {
+            // Injected bug: the heap is published for adoption before its
+            // holder has flushed it.
+            // SAFETY: none; this is the bug the thread-exit models must catch.
+            unsafe { self.heaps.lock().put(h, true) };
+        }
         // SAFETY: `heap` holds `h`.
         let abandoned = unsafe { (*h).owned.with_mut(|o| self.flush_heap(heap, h, o)) };
-        // SAFETY: we give `h` up.
-        unsafe { self.heaps.lock().put(h, abandoned) };
+        if !loom_bug!("loom-bug-early-abandon") {
+            // SAFETY: we give `h` up.
+            unsafe { self.heaps.lock().put(h, abandoned) };
+        }
         *heap = LocalHeap::new();
         // Thread exit is a purge opportunity too, and a sign that the Large
         // blocks this thread cycled may not come back: cached regions go
@@ -1877,6 +1902,12 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 evicted[0] = e;
                 n = 1;
             }
+        }
+        if loom_bug!("loom-bug-late-large-read") {
+            // Injected bug: the header is read after the region went back to
+            // the cache, where another thread may already have taken it.
+            // SAFETY: none; this is the bug the Large cache model must catch.
+            core::hint::black_box(unsafe { (*seg).usable.get() });
         }
         for e in &evicted[..n] {
             // SAFETY: nothing references an evicted region.

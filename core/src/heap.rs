@@ -23,7 +23,11 @@ use crate::class::{FIRST_MID, NUM_CLASSES, NUM_MID, NUM_TINY};
 use crate::config::{Config, RING_MAX};
 use crate::segment::PageDesc;
 use crate::stats::Counters;
-use crate::sync::{AtomicPtr, AtomicUsize, Guarded, Ordering};
+use crate::sync::{AtomicPtr, AtomicUsize, Guarded, Ordering, loom_bug};
+
+/// Success ordering of the remote push: `Release` (the loom bug
+/// `loom-bug-relaxed-push` weakens it, and the models must notice).
+const PUSH_ORDER: Ordering = if loom_bug!("loom-bug-relaxed-push") { Ordering::Relaxed } else { Ordering::Release };
 
 /// Bits in a word of the remote mask.
 const WORD: usize = usize::BITS as usize;
@@ -118,7 +122,15 @@ impl Heap {
             unsafe { block::set_next(b, head) };
             // Release: the owner's Acquire swap must see the link just written
             // and every write the program made to the block before freeing it.
-            match list.compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed) {
+            let pushed = if loom_bug!("loom-bug-racy-push") {
+                // Injected bug: a plain store where the CAS is needed, so a
+                // push racing with this one is lost.
+                list.store(b, PUSH_ORDER);
+                Ok(head)
+            } else {
+                list.compare_exchange_weak(head, b, PUSH_ORDER, Ordering::Relaxed)
+            };
+            match pushed {
                 Ok(_) => break,
                 Err(h) => head = h,
             }

@@ -27,6 +27,7 @@ impl<T> Guarded<T> {
         Self { cell: core::cell::UnsafeCell::new(value) }
     }
     #[cfg(hakmem_loom)]
+    #[track_caller]
     pub(crate) fn new(value: T) -> Self {
         Self { cell: loom::cell::UnsafeCell::new(value) }
     }
@@ -38,6 +39,7 @@ impl<T> Guarded<T> {
     /// so no other access to it runs at the same time, and `f` does not reach
     /// this cell again.
     #[inline(always)]
+    #[cfg_attr(hakmem_loom, track_caller)] // loom then names the caller's line
     pub(crate) unsafe fn with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         #[cfg(not(hakmem_loom))]
         {
@@ -76,6 +78,7 @@ impl<T: Copy> Guarded<T> {
     /// # Safety
     /// As for [`Guarded::with_mut`]: no write to this cell runs concurrently.
     #[inline(always)]
+    #[cfg_attr(hakmem_loom, track_caller)] // loom then names the caller's line
     pub(crate) unsafe fn get(&self) -> T {
         #[cfg(not(hakmem_loom))]
         {
@@ -94,6 +97,7 @@ impl<T: Copy> Guarded<T> {
     /// # Safety
     /// As for [`Guarded::with_mut`].
     #[inline(always)]
+    #[cfg_attr(hakmem_loom, track_caller)] // loom then names the caller's line
     pub(crate) unsafe fn set(&self, value: T) {
         // SAFETY: forwarded from the caller.
         unsafe { self.with_mut(|v| *v = value) }
@@ -155,6 +159,17 @@ impl<T> Mutex<T> {
         unsafe { self.inner.force_unlock() }
     }
 }
+
+/// Whether the deliberate bug named by the `loom-bug-*` feature `$name` is
+/// injected. Only loom builds (`--cfg hakmem_loom`) ever inject one, so a
+/// plain build with every feature on is still correct; the loom models must
+/// catch each one (`docs/VERIFICATION.md`, `core/loom.sh --bugs`).
+macro_rules! loom_bug {
+    ($name:literal) => {
+        cfg!(all(hakmem_loom, feature = $name))
+    };
+}
+pub(crate) use loom_bug;
 
 /// Declare a function `const` except under loom, whose primitives cannot be
 /// built in a const context.

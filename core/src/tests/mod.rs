@@ -40,20 +40,38 @@ pub(crate) fn layout(size: usize, align: usize) -> Layout {
     Layout::from_size_align(size, align).unwrap()
 }
 
-/// Fill `len` bytes at `p` with a pattern derived from `seed`.
+/// The 256-byte period of the pattern `fill` writes: byte `i` is `seed + i`.
+fn pattern(seed: u8) -> [u8; 256] {
+    core::array::from_fn(|i| seed.wrapping_add(i as u8))
+}
+
+/// Fill `len` bytes at `p` with a pattern derived from `seed`. Copies and
+/// compares by whole chunks, which Miri runs as single operations (a loop
+/// over bytes costs thousands of interpreted instructions per byte).
 pub(crate) fn fill(p: *mut u8, len: usize, seed: u8) {
-    for i in 0..len {
+    let pat = pattern(seed);
+    for off in (0..len).step_by(pat.len()) {
+        let n = pat.len().min(len - off);
         // SAFETY: the caller's block has `len` bytes.
-        unsafe { p.add(i).write(seed.wrapping_add(i as u8)) };
+        unsafe { core::ptr::copy_nonoverlapping(pat.as_ptr(), p.add(off), n) };
     }
 }
 
 /// Check the pattern `fill` wrote.
 pub(crate) fn check(p: *mut u8, len: usize, seed: u8) {
-    for i in 0..len {
+    expect_bytes(p, len, &pattern(seed), "corrupted");
+}
+
+/// Check that `len` bytes at `p` repeat `pat` (from offset 0).
+pub(crate) fn expect_bytes(p: *mut u8, len: usize, pat: &[u8; 256], what: &str) {
+    for off in (0..len).step_by(pat.len()) {
+        let n = pat.len().min(len - off);
         // SAFETY: the caller's block has `len` bytes.
-        let v = unsafe { p.add(i).read() };
-        assert_eq!(v, seed.wrapping_add(i as u8), "byte {i} of {p:p} ({len} bytes) corrupted");
+        let got = unsafe { core::slice::from_raw_parts(p.add(off), n) };
+        if got != &pat[..n] {
+            let i = off + got.iter().zip(pat).position(|(a, b)| a != b).unwrap_or(0);
+            panic!("byte {i} of {p:p} ({len} bytes) {what}");
+        }
     }
 }
 
