@@ -1081,6 +1081,7 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
 
     /// A run of `pages` pages from the pool, reserving a segment if needed.
     fn take_from_pool(&self, pages: usize, first_ok: bool) -> Option<*mut PageDesc> {
+        let mut collected = false;
         loop {
             {
                 let mut pool = self.pool.lock();
@@ -1088,6 +1089,15 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
                 self.purge_pool(&mut pool, self.source.now_ms(), false, Self::PURGE_BATCH);
                 if let Some((seg, idx)) = taken {
                     return Some(Geo::<G>::desc_at(seg, idx));
+                }
+            }
+            // Before growing, let one exited thread's heap with remote frees
+            // give back what they emptied: spans left by exited threads come
+            // back even if no thread is ever created or collects again.
+            if !collected {
+                collected = true;
+                if self.collect_abandoned_one() {
+                    continue;
                 }
             }
             // Reserve outside the lock: a system call must not stall others.
