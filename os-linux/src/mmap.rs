@@ -92,6 +92,16 @@ impl MmapSource {
         self.purge.store(v, Ordering::Relaxed);
     }
 
+    /// `MADV_HUGEPAGE` on a region of ours of at least the configured size
+    /// (a region grown past it too: the advice belongs to the mapping).
+    fn advise_huge(&self, base: *mut u8, size: usize) {
+        if size >= self.huge_min.load(Ordering::Relaxed) {
+            // SAFETY: a mapping of ours; the advice changes how it is backed,
+            // not what it holds. Refusal (no THP) is harmless.
+            let _ = unsafe { mm::madvise(base.cast(), size, Advice::LinuxHugepage) };
+        }
+    }
+
     fn map(hint: usize, size: usize, fixed: bool) -> Option<*mut u8> {
         let flags =
             MapFlags::PRIVATE | MapFlags::NORESERVE | if fixed { MapFlags::FIXED_NOREPLACE } else { MapFlags::empty() };
@@ -158,11 +168,7 @@ unsafe impl PageSource for MmapSource {
             return None;
         };
         slot.store(1, Ordering::Release);
-        if size >= self.huge_min.load(Ordering::Relaxed) {
-            // SAFETY: a fresh mapping of ours; the advice changes how it is
-            // backed, not what it holds. Refusal (no THP) is harmless.
-            let _ = unsafe { mm::madvise(base.cast(), size, Advice::LinuxHugepage) };
-        }
+        self.advise_huge(base, size);
         Some(Reservation { base: NonNull::new(base)?, zeroed: true })
     }
 
@@ -200,6 +206,7 @@ unsafe impl PageSource for MmapSource {
         // after the mapping are free.
         // SAFETY: `old` is a live mapping of `old_size` bytes of ours.
         if unsafe { mm::mremap(old.cast(), old_size, new_size, MremapFlags::empty()) }.is_ok() {
+            self.advise_huge(base.as_ptr(), new_size);
             return Some(base);
         }
         if !may_move {
@@ -234,6 +241,7 @@ unsafe impl PageSource for MmapSource {
             }
             return None;
         }
+        self.advise_huge(target, new_size);
         NonNull::new(target)
     }
 
