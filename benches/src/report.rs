@@ -366,7 +366,7 @@ pub fn write_report(
          cargo run --release -p hakmem-bench -- purge-cost --json target/pc.json\n\
          cargo build --release -p hakmem-cabi && cargo run --release -p hakmem-bench -- --preload --json target/pre.json\n\
          benches/callgrind.sh > target/callgrind.txt\n\
-         cargo run --release -p hakmem-bench -- report target/bench.json target/pc.json target/pre.json --callgrind target/callgrind.txt\n```\n",
+         cargo run --release -p hakmem-bench -- report target/bench.json target/pc.json target/pre.json --callgrind target/callgrind.txt \\\n             --notes docs/benchmarks/notes.md\n```\n",
         res.mode,
         res.date,
         res.rounds,
