@@ -240,5 +240,5 @@ fn checking_build_catches_every_double_free() {
 #[test]
 #[should_panic(expected = "corrupted free list")]
 fn encoded_link_catches_an_in_page_pointer() {
-    corrupt_tiny_link(|p| p.addr() + 64 * 5);
+    corrupt_tiny_link(|p| p.wrapping_add(64 * 5));
 }
