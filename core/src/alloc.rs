@@ -1586,9 +1586,10 @@ impl<S: PageSource, G: Geometry> Allocator<S, G> {
         *heap = LocalHeap::new();
         // Thread exit is a purge opportunity too, and a sign that the Large
         // blocks this thread cycled may not come back: cached regions go
-        // once they have waited the delay, whatever others do meanwhile.
-        self.purge(false);
+        // once they have waited the delay, whatever others do meanwhile
+        // (`by_age`: a superset of what `purge(false)` would take).
         let now = self.source.now_ms();
+        self.purge_pool(&mut self.pool.lock(), now, false, usize::MAX);
         self.purge_large(&mut self.large.lock(), now, false, true);
     }
 
