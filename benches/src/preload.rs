@@ -171,6 +171,23 @@ pub fn prepare(dir: &Path, quick: bool) -> Result<Vec<Program>, String> {
         .map_err(|e| format!("python3: {e}"))?;
     let python = String::from_utf8_lossy(&py.stdout).trim().to_string();
     let py_name = Path::new(&python).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // The compiler's input: one C file of many small functions, which cc1
+    // parses and optimises with many small allocations.
+    let big_c = dir.join("big.c");
+    let funcs = if quick { 800 } else { 3000 };
+    let mut src = String::from("#include <stdio.h>\n");
+    for i in 0..funcs {
+        src += &format!(
+            "static int f{i}(int x) {{ int s = 0; for (int j = 0; j < x % {m}; j++) s += j * {i}; return s ^ x; }}\n",
+            m = i + 7
+        );
+    }
+    src += "int main(void) { long t = 0;\n";
+    for i in 0..funcs {
+        src += &format!("  t += f{i}({i});\n");
+    }
+    src += "  printf(\"%ld\\n\", t); return 0; }\n";
+    fs::write(&big_c, src).map_err(|e| e.to_string())?;
     let os = |s: &str| OsString::from(s);
     let steps = if quick { "1000000" } else { "4000000" };
     Ok(vec![
@@ -201,6 +218,13 @@ pub fn prepare(dir: &Path, quick: bool) -> Result<Vec<Program>, String> {
             argv: vec![os(&python), programs.join("dict.py").into(), os(if quick { "100000" } else { "400000" })],
             env: vec![("PYTHONMALLOC", "malloc"), ("PYTHONHASHSEED", "0")],
             prog: py_name,
+        },
+        Program {
+            name: "gcc",
+            what: "gcc -O2 -c of a generated C file of many small functions (800, 3000 with --full); cc1's figures",
+            argv: vec![os("gcc"), os("-O2"), os("-c"), big_c.into(), os("-o"), dir.join("big.o").into()],
+            env: vec![],
+            prog: "cc1".into(),
         },
     ])
 }
