@@ -14,7 +14,7 @@ cd "$(dirname "$0")"
 SECS=${1:-60}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(core region)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(core region cabi)
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 cargo +nightly fuzz build -O

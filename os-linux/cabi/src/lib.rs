@@ -27,6 +27,12 @@ mod tls;
 #[cfg(test)]
 mod tests;
 
+/// The C ABI fuzz target's body (prefixed builds only: it calls the
+/// `hakmem_` functions). 64-bit only: it relies on sizes no address space
+/// can hold.
+#[cfg(all(any(test, feature = "prefix"), target_pointer_width = "64"))]
+pub mod fuzz;
+
 use hakmem_core::{Allocator, Server};
 use hakmem_linux::MmapSource;
 
