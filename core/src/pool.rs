@@ -19,8 +19,9 @@ use crate::segment::{Geo, Geometry, SegmentHeader};
 /// Index of the first run of `k` set bits in `mask` (`1 ≤ k ≤ 64`).
 #[inline]
 pub(crate) fn find_run(mask: u64, k: usize) -> Option<usize> {
-    // After the loop, bit `i` of `m` is set iff bits `i .. i + have` of
-    // `mask` all are; `have` doubles each step, so this takes log2(k) steps.
+    // After each step, bit `i` of `m` is set iff bits `i .. i + have` of
+    // `mask` all are; `have` doubles each step, so this takes log2(k) steps
+    // (the walk over segments calls it once per segment).
     let mut m = mask;
     let mut have = 1;
     while have < k {
@@ -29,39 +30,6 @@ pub(crate) fn find_run(mask: u64, k: usize) -> Option<usize> {
         have += step;
     }
     if m == 0 { None } else { Some(m.trailing_zeros() as usize) }
-}
-
-/// The pool's lists of segments with free pages, by their longest run of
-/// free pages: list `b` holds segments whose longest run is `2^b ..
-/// 2^(b+1) - 1` pages (the last also 64), so a search for `k` pages starts
-/// at list `log2(k)` and skips every segment that cannot hold the run.
-pub(crate) const BUCKETS: usize = 7;
-/// `SegmentHeader::bucket` of a segment on no list.
-pub(crate) const NOT_LISTED: u8 = u8::MAX;
-
-/// The list for a segment whose free pages are `mask` (non-zero): log2 of
-/// its longest run of free pages, at most `BUCKETS - 1`.
-#[inline]
-fn bucket_of(mask: u64) -> usize {
-    // After step `b`, bit `i` of `m` is set iff pages `i .. i + 2^b` are all
-    // free: at most six steps of three instructions.
-    let mut m = mask;
-    let mut b = 0;
-    while b < BUCKETS - 1 {
-        let next = m & (m >> (1 << b));
-        if next == 0 {
-            break;
-        }
-        m = next;
-        b += 1;
-    }
-    b
-}
-
-/// The first list that may hold a run of `pages` (≥ 1) pages.
-#[inline]
-fn first_bucket(pages: usize) -> usize {
-    (pages.ilog2() as usize).min(BUCKETS - 1)
 }
 
 /// Bits `idx .. idx + k`.
@@ -73,12 +41,9 @@ pub(crate) fn run_bits(idx: usize, k: usize) -> u64 {
 /// Free pages of the small segments.
 pub(crate) struct Pool {
     /// Segments with at least one free page, doubly linked through their
-    /// headers' `next`/`prev`, one list per [`bucket_of`] their longest run
-    /// of free pages.
-    avail: [*mut SegmentHeader; BUCKETS],
-    /// Bit `b` set iff `avail[b]` is not empty.
-    nonempty: u8,
-    /// Listed segments whose every page is free.
+    /// headers' `next`/`prev`.
+    avail: *mut SegmentHeader,
+    /// Segments on `avail` whose every page is free.
     pub empty_segments: usize,
     /// Live small segments.
     pub segments: usize,
@@ -102,8 +67,7 @@ unsafe impl Send for Pool {}
 impl Pool {
     pub(crate) const fn new() -> Pool {
         Pool {
-            avail: [ptr::null_mut(); BUCKETS],
-            nonempty: 0,
+            avail: ptr::null_mut(),
             empty_segments: 0,
             segments: 0,
             pages_in_use: 0,
@@ -115,96 +79,36 @@ impl Pool {
         }
     }
 
-    /// Put `seg` on list `b`.
-    ///
     /// # Safety
-    /// `seg` is a live small segment whose header this lock guards, on no
-    /// list.
-    unsafe fn link(&mut self, seg: *mut SegmentHeader, b: usize) {
+    /// `seg` is a live small segment whose header this lock guards.
+    unsafe fn link(&mut self, seg: *mut SegmentHeader) {
         // SAFETY: we hold the pool lock, which guards these fields.
         unsafe {
             (*seg).prev.set(ptr::null_mut());
-            (*seg).next.set(self.avail[b]);
-            if !self.avail[b].is_null() {
-                (*self.avail[b]).prev.set(seg);
+            (*seg).next.set(self.avail);
+            if !self.avail.is_null() {
+                (*self.avail).prev.set(seg);
             }
-            (*seg).bucket.set(b as u8);
+            (*seg).listed.set(true);
         }
-        self.avail[b] = seg;
-        self.nonempty |= 1 << b;
+        self.avail = seg;
     }
 
     /// # Safety
-    /// As for `link`, except that `seg` is on a list.
+    /// As for `link`, and `seg` is on the list.
     unsafe fn unlink(&mut self, seg: *mut SegmentHeader) {
         // SAFETY: we hold the pool lock, which guards these fields.
         unsafe {
-            let b = (*seg).bucket.get() as usize;
             let (prev, next) = ((*seg).prev.get(), (*seg).next.get());
             if prev.is_null() {
-                self.avail[b] = next;
-                if next.is_null() {
-                    self.nonempty &= !(1 << b);
-                }
+                self.avail = next;
             } else {
                 (*prev).next.set(next);
             }
             if !next.is_null() {
                 (*next).prev.set(prev);
             }
-            (*seg).bucket.set(NOT_LISTED);
-        }
-    }
-
-    /// Move `seg` to the list its free mask (just changed) calls for, or off
-    /// every list when it has no free page.
-    ///
-    /// # Safety
-    /// `seg` is a live small segment whose header this lock guards, on a
-    /// list or not.
-    unsafe fn relist(&mut self, seg: *mut SegmentHeader) {
-        // SAFETY: we hold the pool lock, which guards these fields.
-        unsafe {
-            let mask = (*seg).free_mask.get();
-            let want = if mask == 0 { NOT_LISTED } else { bucket_of(mask) as u8 };
-            let now = (*seg).bucket.get();
-            if want == now {
-                return;
-            }
-            if now != NOT_LISTED {
-                self.unlink(seg);
-            }
-            if want != NOT_LISTED {
-                self.link(seg, want as usize);
-            }
-        }
-    }
-
-    /// Checking builds: every listed segment is on the list its longest free
-    /// run calls for, with consistent links.
-    fn check_lists(&self) {
-        if !cfg!(feature = "check-invariants") {
-            return;
-        }
-        for (b, &head) in self.avail.iter().enumerate() {
-            assert_eq!(self.nonempty >> b & 1 == 1, !head.is_null(), "hakmem: pool list {b} flagged wrongly");
-            let (mut prev, mut seg) = (ptr::null_mut(), head);
-            while !seg.is_null() {
-                // SAFETY: segments on the lists are live; the lock guards the fields.
-                unsafe {
-                    let mask = (*seg).free_mask.get();
-                    assert!(
-                        mask != 0
-                            && (*seg).bucket.get() as usize == b
-                            && bucket_of(mask) == b
-                            && (*seg).prev.get() == prev,
-                        "hakmem: pool list {b} holds segment {seg:p} with free mask {mask:#x}, bucket {}",
-                        (*seg).bucket.get()
-                    );
-                    prev = seg;
-                    seg = (*seg).next.get();
-                }
-            }
+            (*seg).listed.set(false);
         }
     }
 
@@ -218,7 +122,7 @@ impl Pool {
             (*seg).free_mask.set(Geo::<G>::ALL_PAGES);
             // Never touched: nothing resident but the header.
             (*seg).clean.set(Geo::<G>::ALL_PAGES);
-            self.relist(seg);
+            self.link(seg);
         }
         self.segments += 1;
         self.empty_segments += 1;
@@ -233,38 +137,31 @@ impl Pool {
         first_ok: bool,
     ) -> Option<(*mut SegmentHeader, usize)> {
         let skip = if Geo::<G>::PARTIAL_FIRST && !first_ok { 1u64 << Geo::<G>::FIRST_PAGE } else { 0 };
-        // Lists below `log2(pages)` hold no run long enough; the first list
-        // searched may (its segments are checked), the later ones do, but for
-        // the skipped first page. The shortest runs that fit go first.
-        let mut lists = self.nonempty >> first_bucket(pages) << first_bucket(pages);
-        while lists != 0 {
-            let b = lists.trailing_zeros() as usize;
-            lists &= lists - 1;
-            let mut seg = self.avail[b];
-            while !seg.is_null() {
-                // SAFETY: segments on the lists are live; the lock guards the fields.
-                unsafe {
-                    let mask = (*seg).free_mask.get();
-                    if let Some(idx) = find_run(mask & !skip, pages) {
-                        if mask == Geo::<G>::ALL_PAGES {
-                            self.empty_segments -= 1;
-                        }
-                        let bits = run_bits(idx, pages);
-                        let left = mask & !bits;
-                        (*seg).free_mask.set(left);
-                        let dirty = (*seg).dirty.get();
-                        self.dirty_pages -= (dirty & bits).count_ones() as usize;
-                        (*seg).dirty.set(dirty & !bits);
-                        let clean = (*seg).clean.get();
-                        self.clean_pages -= (clean & bits).count_ones() as usize;
-                        (*seg).clean.set(clean & !bits);
-                        self.relist(seg);
-                        self.check_lists();
-                        self.pages_in_use += pages;
-                        return Some((seg, idx));
+        let mut seg = self.avail;
+        while !seg.is_null() {
+            // SAFETY: segments on the list are live; the lock guards the fields.
+            unsafe {
+                let mask = (*seg).free_mask.get();
+                if let Some(idx) = find_run(mask & !skip, pages) {
+                    if mask == Geo::<G>::ALL_PAGES {
+                        self.empty_segments -= 1;
                     }
-                    seg = (*seg).next.get();
+                    let bits = run_bits(idx, pages);
+                    let left = mask & !bits;
+                    (*seg).free_mask.set(left);
+                    let dirty = (*seg).dirty.get();
+                    self.dirty_pages -= (dirty & bits).count_ones() as usize;
+                    (*seg).dirty.set(dirty & !bits);
+                    let clean = (*seg).clean.get();
+                    self.clean_pages -= (clean & bits).count_ones() as usize;
+                    (*seg).clean.set(clean & !bits);
+                    if left == 0 {
+                        self.unlink(seg);
+                    }
+                    self.pages_in_use += pages;
+                    return Some((seg, idx));
                 }
+                seg = (*seg).next.get();
             }
         }
         None
@@ -290,8 +187,9 @@ impl Pool {
             let bits = run_bits(idx, pages);
             let mask = (*seg).free_mask.get() | bits;
             (*seg).free_mask.set(mask);
-            self.relist(seg);
-            self.check_lists();
+            if !(*seg).listed.get() {
+                self.link(seg);
+            }
             if mask == Geo::<G>::ALL_PAGES {
                 if self.empty_segments < reserve {
                     self.empty_segments += 1;
@@ -412,8 +310,7 @@ impl Pool {
 
     /// Remove every empty segment (for `collect` and teardown); `f` releases each.
     pub(crate) fn drain_empty<G: Geometry>(&mut self, mut f: impl FnMut(*mut SegmentHeader)) {
-        let b = bucket_of(Geo::<G>::ALL_PAGES);
-        let mut seg = self.avail[b];
+        let mut seg = self.avail;
         while !seg.is_null() {
             // SAFETY: live segments on the list; the lock guards the fields.
             unsafe {
@@ -675,25 +572,13 @@ mod tests {
         assert_eq!(find_run(0, 1), None);
         assert_eq!(run_bits(3, 2), 0b11000);
         assert_eq!(run_bits(0, 64), u64::MAX);
-        assert_eq!(bucket_of(1), 0);
-        assert_eq!(bucket_of(0b1011_1000), 1);
-        assert_eq!(bucket_of(0b1111_0000), 2);
-        assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);
     }
 
-    /// `find_run` and `bucket_of` against the obvious bit-by-bit versions,
-    /// over random masks, masks of a few long runs, and every run length.
+    /// `find_run` against the obvious bit-by-bit version, over random masks,
+    /// masks of one long run, and every run length.
     #[test]
-    fn runs_match_the_naive_versions() {
-        let naive_find = |mask: u64, k: usize| (0..=64 - k).find(|&i| (i..i + k).all(|j| mask >> j & 1 == 1));
-        let naive_longest = |mask: u64| {
-            let (mut best, mut cur) = (0, 0);
-            for j in 0..64 {
-                cur = if mask >> j & 1 == 1 { cur + 1 } else { 0 };
-                best = best.max(cur);
-            }
-            best
-        };
+    fn find_run_matches_the_naive_version() {
+        let naive = |mask: u64, k: usize| (0..=64 - k).find(|&i| (i..i + k).all(|j| mask >> j & 1 == 1));
         let mut x = 0x243f_6a88_85a3_08d3u64;
         let mut next = || {
             x ^= x << 13;
@@ -711,16 +596,9 @@ mod tests {
                     run_bits(a.min(b) as usize, (a.max(b) - a.min(b) + 1) as usize) | (1 << (next() % 64))
                 }
             };
-            if mask != 0 {
-                let want = (naive_longest(mask) as u32).ilog2().min(BUCKETS as u32 - 1) as usize;
-                assert_eq!(bucket_of(mask), want, "{mask:#x}");
-            }
             for k in 1..=64 {
-                assert_eq!(find_run(mask, k), naive_find(mask, k), "{mask:#x} {k}");
+                assert_eq!(find_run(mask, k), naive(mask, k), "{mask:#x} {k}");
             }
-        }
-        for k in 1..=64 {
-            assert_eq!(first_bucket(k), (k.ilog2() as usize).min(BUCKETS - 1));
         }
     }
 }

@@ -228,9 +228,8 @@ pub(crate) struct SegmentHeader {
     /// Small: links on the pool's list of segments with free pages (pool lock).
     pub next: Guarded<*mut SegmentHeader>,
     pub prev: Guarded<*mut SegmentHeader>,
-    /// Small: which of the pool's lists it is on (by its longest run of
-    /// free pages), or `pool::NOT_LISTED` (pool lock).
-    pub bucket: Guarded<u8>,
+    /// Small: whether on that list (pool lock).
+    pub listed: Guarded<bool>,
     /// Small: free pages whose memory may still be resident (pool lock).
     pub dirty: Guarded<u64>,
     /// Small: free pages known not to be resident: purged, or never touched
@@ -406,7 +405,7 @@ impl<G: Geometry> Geo<G> {
                 free_mask: Guarded::new(0),
                 next: Guarded::new(core::ptr::null_mut()),
                 prev: Guarded::new(core::ptr::null_mut()),
-                bucket: Guarded::new(crate::pool::NOT_LISTED),
+                listed: Guarded::new(false),
                 dirty: Guarded::new(0),
                 clean: Guarded::new(0),
                 dirty_since: Guarded::new(0),
