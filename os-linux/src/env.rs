@@ -152,6 +152,10 @@ fn apply(st: &mut Settings, name: &str, value: &str) {
             Ok(n) => st.huge_min = Some(n as usize),
             Err(e) => warn(name, value, format_args!("{e}")),
         },
+        // libhakmem.so's switch (foreign frees in the C ABI); known here so
+        // that one environment can serve a program with both (the crate's
+        // own test suite run under LD_PRELOAD) without a warning.
+        "HAKMEM_STRICT" => {}
         "HAKMEM_PURGE_MODE" => match v {
             "dontneed" => st.purge = Some(PurgeMode::DontNeed),
             "free" => st.purge = Some(PurgeMode::Free),
