@@ -579,24 +579,18 @@ mod tests {
     #[test]
     fn find_run_matches_the_naive_version() {
         let naive = |mask: u64, k: usize| (0..=64 - k).find(|&i| (i..i + k).all(|j| mask >> j & 1 == 1));
-        let mut x = 0x243f_6a88_85a3_08d3u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        // Miri interprets every step: a few masks there, thousands natively.
-        for i in 0..if cfg!(miri) { 8 } else { 4000 } {
+        let mut rng = crate::tests::Rng(0x243f_6a88_85a3_08d3);
+        for i in 0..crate::tests::steps(4000) {
             let mask = match i % 4 {
-                0 => next(),
-                1 => next() | next(),
-                2 => next() & next() & next(),
+                0 => rng.next(),
+                1 => rng.next() | rng.next(),
+                2 => rng.next() & rng.next() & rng.next(),
                 _ => {
-                    let (a, b) = (next() % 64, next() % 64);
-                    run_bits(a.min(b) as usize, (a.max(b) - a.min(b) + 1) as usize) | (1 << (next() % 64))
+                    let (a, b) = (rng.next() % 64, rng.next() % 64);
+                    run_bits(a.min(b) as usize, (a.max(b) - a.min(b) + 1) as usize) | (1 << (rng.next() % 64))
                 }
             };
+            // Miri interprets every step: every ninth run length there.
             for k in (1..=64).step_by(if cfg!(miri) { 9 } else { 1 }) {
                 assert_eq!(find_run(mask, k), naive(mask, k), "{mask:#x} {k}");
             }
