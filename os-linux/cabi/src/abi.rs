@@ -47,9 +47,16 @@ pub(crate) const fn malloc_align(size: usize) -> usize {
 }
 
 #[inline(always)]
-fn set_errno(e: c_int) {
+pub(crate) fn set_errno(e: c_int) {
     // SAFETY: `__errno_location` returns this thread's `errno`.
     unsafe { *libc::__errno_location() = e };
+}
+
+/// This thread's `errno` (for the tests and the fuzz body).
+#[cfg(any(test, feature = "prefix"))]
+pub(crate) fn errno() -> c_int {
+    // SAFETY: `__errno_location` returns this thread's `errno`.
+    unsafe { *libc::__errno_location() }
 }
 
 #[cold]

@@ -146,16 +146,6 @@ impl Input<'_> {
     }
 }
 
-fn errno() -> i32 {
-    // SAFETY: this thread's errno.
-    unsafe { *libc::__errno_location() }
-}
-
-fn clear_errno() {
-    // SAFETY: this thread's errno.
-    unsafe { *libc::__errno_location() = 0 };
-}
-
 /// The byte at offset `i` of a block filled with `seed`.
 fn pattern(seed: u8, i: usize) -> u8 {
     seed ^ (i as u8) ^ ((i >> 8) as u8).rotate_left(3)
@@ -287,6 +277,18 @@ impl Model {
         Some(b)
     }
 
+    /// Put back a block taken out by [`take`](Self::take) and not given up
+    /// (a `realloc` that failed).
+    ///
+    /// # Safety
+    /// `b` is still a live block of ours.
+    unsafe fn restore(&mut self, b: Block) {
+        // SAFETY: the caller's live block.
+        let usable = unsafe { malloc_usable_size(b.ptr) };
+        self.spans.insert(b.ptr.addr(), b.ptr.addr() + usable);
+        self.live.push(b);
+    }
+
     /// No room for another block.
     fn full(&self) -> bool {
         self.live.len() >= MAX_LIVE
@@ -339,7 +341,7 @@ pub fn c_abi(data: &[u8], exact: bool) {
             }
             continue;
         }
-        clear_errno();
+        set_errno(0);
         // SAFETY: every call below gets either a live block of the model
         // (taken out of it first when the call gives it up), null, or a
         // pointer `fault.rs` defines the answer for.
@@ -384,8 +386,7 @@ pub fn c_abi(data: &[u8], exact: bool) {
                         (Some(b), _) if q.is_null() => {
                             failed(q, e, libc::ENOMEM, "realloc");
                             check(&b, b.ptr, b.len, "failed realloc");
-                            m.spans.insert(b.ptr.addr(), b.ptr.addr() + malloc_usable_size(b.ptr));
-                            m.live.push(b);
+                            m.restore(b);
                         }
                         (Some(b), Some(t)) => {
                             assert_ne!(e, Expect::Fail, "realloc to {t} returned {q:p}");
@@ -511,7 +512,7 @@ pub fn c_abi(data: &[u8], exact: bool) {
                             sizes
                                 .into_iter()
                                 .map(|n| {
-                                    clear_errno();
+                                    set_errno(0);
                                     let p = malloc(n);
                                     let ok = !failed(p, expect(n, 1), libc::ENOMEM, "malloc on a thread");
                                     (p.expose_provenance(), n, ok)

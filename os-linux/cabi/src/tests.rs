@@ -9,16 +9,6 @@ use std::process::Command;
 use crate::abi::*;
 use crate::cxx::*;
 
-fn errno() -> i32 {
-    // SAFETY: this thread's errno.
-    unsafe { *libc::__errno_location() }
-}
-
-fn set_errno(v: i32) {
-    // SAFETY: this thread's errno.
-    unsafe { *libc::__errno_location() = v };
-}
-
 fn aligned(p: *mut c_void, a: usize) -> bool {
     p.addr().is_multiple_of(a)
 }
