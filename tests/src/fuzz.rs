@@ -371,6 +371,29 @@ pub fn region(data: &[u8]) {
     a.detach(&mut heap);
 }
 
+/// Run `body` over every input of the committed corpus
+/// `fuzz/corpus/<target>/` (which keeps the input of every finding), then
+/// over `seeds` inputs from [`random_input`]: how stable `cargo test` runs a
+/// fuzz target's body (here, and in `hakmem-cabi` for its `cabi` target).
+pub fn replay(target: &str, body: impl Fn(&[u8]), seeds: u64) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "empty corpus {}", dir.display());
+    for path in files {
+        eprintln!("{target}: {}", path.display());
+        body(&std::fs::read(&path).unwrap());
+    }
+    for seed in 0..seeds {
+        let len = 64 + (seed as usize * 97) % 4000;
+        body(&random_input(seed, len));
+    }
+}
+
 /// A deterministic input of `len` bytes for `seed` (xorshift64*).
 pub fn random_input(seed: u64, len: usize) -> Vec<u8> {
     let mut r = crate::Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);

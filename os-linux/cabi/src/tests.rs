@@ -665,32 +665,10 @@ mod glibc {
 }
 
 /// The C ABI fuzz target's body (`fuzz.rs`) over the committed corpus
-/// (`fuzz/corpus/cabi/`, which keeps the input of every finding) and inputs
-/// from a seeded generator. The Large-leak check is left to the fuzz target:
-/// the other tests of this binary allocate meanwhile.
+/// (`fuzz/corpus/cabi/`) and seeded inputs, as `hakmem-tests` replays the
+/// other targets. The Large-leak check is left to the fuzz target: the other
+/// tests of this binary allocate meanwhile.
 #[test]
 fn fuzz_corpus_and_random() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/cabi");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "empty corpus {}", dir.display());
-    for f in &files {
-        crate::fuzz::c_abi(&std::fs::read(f).unwrap(), false);
-    }
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    for seed in 0..64u64 {
-        let len = 64 + (seed as usize * 97) % 4000;
-        let input: Vec<u8> = (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        crate::fuzz::c_abi(&input, false);
-    }
+    hakmem_tests::fuzz::replay("cabi", |data| crate::fuzz::c_abi(data, false), 64);
 }
